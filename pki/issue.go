@@ -316,8 +316,8 @@ func PublicKeysEqual(a, b crypto.PublicKey) bool {
 
 // Sentinel errors callers can branch on.
 var (
-	ErrNoPEM        = errors.New("no PEM data found")
-	ErrNotCA        = errors.New("certificate is not a CA")
-	ErrKeyMismatch  = errors.New("private key does not match certificate")
+	ErrNoPEM          = errors.New("no PEM data found")
+	ErrNotCA          = errors.New("certificate is not a CA")
+	ErrKeyMismatch    = errors.New("private key does not match certificate")
 	ErrUnsupportedKey = errors.New("unsupported private key type")
 )
