@@ -1,0 +1,96 @@
+package pki_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/natscert/natscert/pki"
+)
+
+func TestParseCertificates(t *testing.T) {
+	a, b := newCA(t, "A"), newCA(t, "B")
+	both := append(append([]byte{}, a.CertPEM...), b.CertPEM...)
+	certs, err := pki.ParseCertificates(both)
+	if err != nil || len(certs) != 2 || !certs[0].Equal(a.Cert) || !certs[1].Equal(b.Cert) {
+		t.Fatalf("ParseCertificates(A+B) = %d certs, %v", len(certs), err)
+	}
+	// A key block among certificates is skipped, as in a combined file.
+	withKey := append(append([]byte{}, a.KeyPEM...), a.CertPEM...)
+	if certs, err := pki.ParseCertificates(withKey); err != nil || len(certs) != 1 {
+		t.Errorf("key+cert: %d certs, %v", len(certs), err)
+	}
+	bad := map[string][]byte{
+		"empty":     nil,
+		"garbage":   []byte("this is not PEM\n"),
+		"key only":  a.KeyPEM,
+		"truncated": a.CertPEM[:len(a.CertPEM)/2],
+		"trailing":  append(append([]byte{}, a.CertPEM...), "junk"...),
+	}
+	for name, in := range bad {
+		if _, err := pki.ParseCertificates(in); !errors.Is(err, pki.ErrNoPEM) {
+			t.Errorf("%s: err = %v, want ErrNoPEM", name, err)
+		}
+	}
+	corrupt := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")})
+	if _, err := pki.ParseCertificates(corrupt); err == nil {
+		t.Error("a CERTIFICATE block that is not DER parsed")
+	}
+}
+
+func TestParseKeyFormats(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	sec1, _ := x509.MarshalECPrivateKey(ec)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(ec)
+	tests := map[string][]byte{
+		"EC PRIVATE KEY":  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1}),
+		"RSA PRIVATE KEY": pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)}),
+		"PRIVATE KEY":     pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}),
+	}
+	for name, in := range tests {
+		if _, err := pki.ParseKey(in); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := pki.ParseKey(newCA(t, "A").CertPEM); !errors.Is(err, pki.ErrNoPEM) {
+		t.Errorf("ParseKey(cert) = %v, want ErrNoPEM", err)
+	}
+	if _, err := pki.ParseKey(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("x")})); err == nil {
+		t.Error("a corrupt key parsed")
+	}
+}
+
+func TestWriteFileAtomic(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f.pem")
+	for i, data := range [][]byte{[]byte("one"), []byte("two")} {
+		if err := pki.WriteFileAtomic(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(path)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("write %d: read %q, %v", i, got, err)
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, %v", st.Mode(), err)
+	}
+	// No temporary file is left behind.
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want 1", len(entries))
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(dir, "no", "such", "dir"), nil, 0o600); err == nil {
+		t.Error("write into a missing directory succeeded")
+	}
+}
