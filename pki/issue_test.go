@@ -132,7 +132,7 @@ func TestParseRole(t *testing.T) {
 	}
 }
 
-func TestWriteFilesModesAndLoadCA(t *testing.T) {
+func TestWriteFilesModesAndCAFromFiles(t *testing.T) {
 	dir := t.TempDir()
 	ca := newCA(t, "CA")
 	caCert, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Runs every check of the project, in order, and exits non-zero if any fails.
+# Each step is announced and timed; go's own output goes to stdout so CI sees
+# go test's closing lines. Later steps still run after a failure, so one run
+# shows everything that is wrong.
+#
+#   ./scripts/test.sh
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Bounded fuzzing: one "FuzzName ./package" entry per target.
+fuzz_targets=(
+)
+fuzz_time=10s
+
+tmpdir=$(mktemp -d)
+trap 'rm -rf "$tmpdir"' EXIT
+
+failed=()
+summary=()
+
+now_ms() { date +%s%3N; }
+
+# step NAME COMMAND...: announce, run, time and record one step.
+step() {
+	local name=$1
+	shift
+	echo
+	echo "==> $name: $*"
+	local start rc
+	start=$(now_ms)
+	"$@"
+	rc=$?
+	local took=$(($(now_ms) - start))
+	local secs
+	secs=$(printf '%d.%03ds' $((took / 1000)) $((took % 1000)))
+	if [ "$rc" -eq 0 ]; then
+		echo "<== $name: ok in $secs"
+		summary+=("ok    $secs  $name")
+	else
+		echo "<== $name: FAILED (exit $rc) in $secs"
+		summary+=("FAIL  $secs  $name")
+		failed+=("$name")
+	fi
+}
+
+fuzz() {
+	local entry target pkg rc=0
+	if [ ${#fuzz_targets[@]} -eq 0 ]; then
+		echo "no fuzz targets listed"
+		return 0
+	fi
+	for entry in "${fuzz_targets[@]}"; do
+		read -r target pkg <<<"$entry"
+		echo "--- fuzz $target in $pkg for $fuzz_time"
+		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzz_time" "$pkg" || rc=1
+	done
+	return "$rc"
+}
+
+load() {
+	NATSCERT_LOAD=1 go test -count=1 -run 'Load' ./...
+}
+
+drill() {
+	# A CLI that does not build is a failure, not a missing drill.
+	go build -o /dev/null ./cmd/natscert || return 1
+	# The drill step runs once cmd/natscert has a drill command.
+	if ! go run ./cmd/natscert drill --help >/dev/null 2>&1; then
+		echo "skipped: cmd/natscert has no drill command"
+		return 0
+	fi
+	go run ./cmd/natscert drill --out "$tmpdir"
+}
+
+go version
+step "vet" go vet ./...
+step "test (race)" go test -race -count=1 ./...
+step "load" load
+step "fuzz" fuzz
+step "drill" drill
+
+echo
+echo "summary:"
+printf '  %s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "FAILED: ${failed[*]}"
+	exit 1
+fi
+echo "all steps passed"
