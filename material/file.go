@@ -8,12 +8,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/fsnotify/fsnotify"
 
 	"github.com/natscert/natscert/pki"
 )
@@ -76,26 +73,31 @@ const waitPoll = 250 * time.Millisecond
 //
 // Cert and RootCAs read an atomic pointer: no file I/O, no lock.
 type FileSource struct {
-	files   Files
-	cfg     fileConfig
-	name    string
-	watcher *fsnotify.Watcher
-	cur     atomic.Pointer[set]
+	files Files
+	cfg   fileConfig
+	name  string
+	hub   *hub
+	cur   atomic.Pointer[set]
 
 	subMu   sync.Mutex
 	subs    map[uint64]func(Event)
 	nextSub uint64
 
+	changed   chan struct{} // one slot: the files may have changed
+	watchErr  chan error    // one slot: the watcher lost events
 	refresh   chan chan struct{}
 	stop      chan struct{} // closed by Close
 	done      chan struct{} // closed when the loop has returned
 	loaded    chan struct{} // closed when the first set is served
 	closeOnce sync.Once
 
+	// bases maps each directory holding a file to the file names in it; it
+	// never changes after NewFileSource.
+	bases map[string]map[string]bool
+
 	// Owned by the goroutine that loads: the constructor, then run.
-	bases      map[string]map[string]bool // watched directory -> file names in it
-	ancestors  map[string]bool            // watched because a wanted directory is missing
-	lastErr    error                      // the last rejection, for a first load that never succeeds
+	watching   map[string]bool // directories watched through the hub
+	lastErr    error           // the last rejection, for a first load that never succeeds
 	lastReason string
 }
 
@@ -119,16 +121,17 @@ func NewFileSource(ctx context.Context, files Files, opts ...FileOption) (*FileS
 		o(&cfg)
 	}
 	s := &FileSource{
-		files:     files,
-		cfg:       cfg,
-		name:      cfg.name,
-		subs:      map[uint64]func(Event){},
-		refresh:   make(chan chan struct{}),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
-		loaded:    make(chan struct{}),
-		bases:     map[string]map[string]bool{},
-		ancestors: map[string]bool{},
+		files:    files,
+		cfg:      cfg,
+		name:     cfg.name,
+		subs:     map[uint64]func(Event){},
+		changed:  make(chan struct{}, 1),
+		watchErr: make(chan error, 1),
+		refresh:  make(chan chan struct{}),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		loaded:   make(chan struct{}),
+		bases:    map[string]map[string]bool{},
 	}
 	if s.name == "" {
 		s.name = files.Cert
@@ -151,14 +154,13 @@ func NewFileSource(ctx context.Context, files Files, opts ...FileOption) (*FileS
 			return nil, err
 		}
 	}
-	s.watcher, err = fsnotify.NewWatcher()
+	s.hub, err = joinHub()
 	if err != nil {
 		s.release()
-		return nil, fmt.Errorf("material: watch: %w", err)
+		return nil, err
 	}
-	s.ensureWatches()
 	if ev := s.load("start"); ev.Kind == EventRejected && !cfg.waitForFile {
-		_ = s.watcher.Close()
+		s.hub.leave(s, s.watching)
 		s.release()
 		return nil, fmt.Errorf("material: first load: %w", ev.Err)
 	}
@@ -240,16 +242,12 @@ func (s *FileSource) Refresh(ctx context.Context) error {
 // Close stops watching and waits for the watching goroutine to return.
 // Cert and RootCAs keep serving the last set.
 func (s *FileSource) Close() error {
-	var err error
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		<-s.done
-		err = s.watcher.Close()
+		s.hub.leave(s, s.watching)
 		s.release()
 	})
-	if err != nil {
-		return fmt.Errorf("material: close: %w", err)
-	}
 	return nil
 }
 
@@ -306,24 +304,13 @@ func (s *FileSource) run() {
 			close(s.loaded)
 		}
 	}
-	events, errs := s.watcher.Events, s.watcher.Errors
 	for {
 		select {
 		case <-s.stop:
 			return
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if s.relevant(ev) {
-				schedule()
-			}
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
+		case <-s.changed:
+			schedule()
+		case err := <-s.watchErr:
 			// An overflow loses events: read the files to be sure.
 			s.cfg.logger.Warn("material: watch error", "source", s.name, "err", err)
 			schedule()
@@ -339,63 +326,6 @@ func (s *FileSource) run() {
 			close(req)
 		}
 	}
-}
-
-// relevant says whether an event may change what the files hold: a write,
-// create, rename or removal of one of the files, of a kubelet ..data entry,
-// of a watched directory, or anything in a directory watched while a
-// wanted one is missing.
-func (s *FileSource) relevant(ev fsnotify.Event) bool {
-	if ev.Op == fsnotify.Chmod || ev.Op == 0 {
-		return false
-	}
-	dir, base := filepath.Dir(ev.Name), filepath.Base(ev.Name)
-	if s.ancestors[dir] {
-		return true
-	}
-	if _, wanted := s.bases[ev.Name]; wanted {
-		return true
-	}
-	if names, ok := s.bases[dir]; ok {
-		return names[base] || strings.HasPrefix(base, "..")
-	}
-	return false
-}
-
-// ensureWatches watches every directory that holds a file; for a directory
-// that does not exist, it watches the nearest ancestor that does, to learn
-// when it appears. The watcher's own list is the truth: it drops a watch
-// whose directory was removed or moved.
-func (s *FileSource) ensureWatches() {
-	have := map[string]bool{}
-	for _, p := range s.watcher.WatchList() {
-		have[p] = true
-	}
-	need := map[string]bool{}
-	for dir := range s.bases {
-		if have[dir] {
-			continue
-		}
-		if err := s.watcher.Add(dir); err == nil {
-			have[dir] = true
-			continue
-		}
-		for a := filepath.Dir(dir); ; a = filepath.Dir(a) {
-			if have[a] || s.watcher.Add(a) == nil {
-				have[a], need[a] = true, true
-				break
-			}
-			if a == filepath.Dir(a) {
-				break
-			}
-		}
-	}
-	for a := range s.ancestors {
-		if _, wanted := s.bases[a]; !need[a] && !wanted {
-			_ = s.watcher.Remove(a)
-		}
-	}
-	s.ancestors = need
 }
 
 // read reads every configured file.
