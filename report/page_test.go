@@ -17,10 +17,10 @@ import (
 var (
 	sampleTag = regexp.MustCompile(`<g class="sample"[^>]*>`)
 	attr      = regexp.MustCompile(`([a-z][a-z0-9-]*)="([^"]*)"`)
-	// externalRef finds anything that would make the browser fetch from
-	// elsewhere: src/href/action/poster/xlink:href to a URL with a scheme or
-	// a network path, CSS url() and @import.
-	externalRef = regexp.MustCompile(`(?i)(\b(?:src|href|action|poster|srcset|data)\s*=\s*["']?\s*(?:[a-z][a-z0-9+.-]*:|//)[^"'\s>]*)|(url\(\s*["']?\s*(?:[a-z][a-z0-9+.-]*:|//)[^)]*\))|(@import)`)
+	// externalRef finds what could make the browser fetch: URLs in
+	// src/href/action/poster/srcset/data attributes, CSS url() and @import.
+	externalRef = regexp.MustCompile(`(?i)\b(?:src|href|action|poster|srcset|data)\s*=\s*["']?([^"'\s>]*)|url\(\s*["']?([^)"'\s]*)|(@import)`)
+	scheme      = regexp.MustCompile(`(?i)^[a-z][a-z0-9+.-]*:`)
 	cspMeta     = regexp.MustCompile(`<meta http-equiv="Content-Security-Policy" content="([^"]*)">`)
 	reportData  = regexp.MustCompile(`(?s)<script type="application/json" id="report-data">(.*?)</script>`)
 )
@@ -76,16 +76,19 @@ func bodyRows(page, id string) int {
 	return strings.Count(body, "<tr")
 }
 
-// externalRefs lists what in the page points outside the file.
+// externalRefs lists what in the page points outside the file: a URL
+// with a scheme other than data:, a network path (//host), or @import.
 func externalRefs(page string) []string {
 	var out []string
-	for _, m := range externalRef.FindAllString(page, -1) {
-		// data: URIs are inline; an SVG namespace is a name, not a fetch.
-		l := strings.ToLower(m)
-		if strings.Contains(l, "data:") && !strings.Contains(l, "//") {
-			continue
+	for _, m := range externalRef.FindAllStringSubmatch(page, -1) {
+		u := m[1] + m[2]
+		switch {
+		case m[3] != "":
+			out = append(out, m[0])
+		case strings.HasPrefix(u, "//"),
+			scheme.MatchString(u) && !strings.HasPrefix(strings.ToLower(u), "data:"):
+			out = append(out, m[0])
 		}
-		out = append(out, m)
 	}
 	return out
 }
