@@ -94,3 +94,27 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Error("write into a missing directory succeeded")
 	}
 }
+
+// FuzzParse feeds arbitrary bytes to the PEM parsers: they must return an
+// error or material, never panic, and a parsed certificate must fingerprint.
+func FuzzParse(f *testing.F) {
+	ca, err := pki.NewCA("fuzz CA")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ca.CertPEM)
+	f.Add(ca.KeyPEM)
+	f.Add(append(append([]byte{}, ca.CertPEM...), ca.KeyPEM...))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if certs, err := pki.ParseCertificates(data); err == nil {
+			for _, c := range certs {
+				_ = pki.CertSHA256(c) + pki.SPKISHA256(c)
+				_ = pki.Describe(c)
+			}
+		}
+		_, _ = pki.ParseKey(data)
+		_, _ = pki.Bundle(data)
+	})
+}

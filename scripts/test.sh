@@ -9,7 +9,8 @@ set -uo pipefail
 
 cd "$(dirname "$0")/.."
 
-# Bounded fuzzing: one "FuzzName ./package" entry per target.
+# Bounded fuzzing: one "FuzzName ./package" entry per target, for example
+# "FuzzParse ./pki" (the PEM parsers).
 fuzz_targets=(
 )
 fuzz_time=10s
@@ -27,7 +28,9 @@ step() {
 	local name=$1
 	shift
 	echo
-	echo "==> $name: $*"
+	echo "==> $name"
+	# Functions print their own commands; plain commands are shown here.
+	[ "$(type -t "$1")" = function ] || echo "\$ $*"
 	local start rc
 	start=$(now_ms)
 	"$@"
@@ -53,13 +56,24 @@ fuzz() {
 	fi
 	for entry in "${fuzz_targets[@]}"; do
 		read -r target pkg <<<"$entry"
-		echo "--- fuzz $target in $pkg for $fuzz_time"
+		echo "\$ go test -run='^\$' -fuzz=^${target}\$ -fuzztime=$fuzz_time $pkg"
 		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzz_time" "$pkg" || rc=1
 	done
 	return "$rc"
 }
 
+race_tests() {
+	# -race needs cgo; go turns cgo off where no C compiler is found.
+	if [ "$(go env CGO_ENABLED)" != "1" ]; then
+		echo "the race detector needs cgo and a C compiler (apt-get install gcc)"
+		return 1
+	fi
+	echo "\$ go test -race -count=1 ./..."
+	go test -race -count=1 ./...
+}
+
 load() {
+	echo "\$ NATSCERT_LOAD=1 go test -count=1 -run 'Load' ./..."
 	NATSCERT_LOAD=1 go test -count=1 -run 'Load' ./...
 }
 
@@ -71,12 +85,13 @@ drill() {
 		echo "skipped: cmd/natscert has no drill command"
 		return 0
 	fi
+	echo "\$ go run ./cmd/natscert drill --out $tmpdir"
 	go run ./cmd/natscert drill --out "$tmpdir"
 }
 
 go version
 step "vet" go vet ./...
-step "test (race)" go test -race -count=1 ./...
+step "test (race)" race_tests
 step "load" load
 step "fuzz" fuzz
 step "drill" drill
