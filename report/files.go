@@ -37,6 +37,16 @@ func WriteFiles(dir string, r *Report) error {
 	return writeFileAtomic(filepath.Join(dir, HTMLFile), page.Bytes())
 }
 
+// WriteHTMLFile writes r's page to path (written to a temporary name and
+// renamed), for re-rendering a saved report.json.
+func WriteHTMLFile(path string, r *Report) error {
+	var page bytes.Buffer
+	if err := WriteHTML(&page, r); err != nil {
+		return err
+	}
+	return writeFileAtomic(path, page.Bytes())
+}
+
 // writeFileAtomic writes b to a temporary file next to path and renames it
 // over path.
 func writeFileAtomic(path string, b []byte) error {
