@@ -60,7 +60,7 @@ certificate, 2 usage or a file that cannot be read.`,
 				return exitWith(exitUsage, err)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "wrote %s: %d CA certificates\n", out, len(certs))
+			fmt.Fprintf(w, "wrote %s: %d CA certificate(s)\n", out, len(certs))
 			for i, c := range certs {
 				ci := pki.Describe(c)
 				fmt.Fprintf(w, "  %d  %s  cert_sha256=%s  (%s)\n", i+1, ci.Subject, ci.CertSHA256, timeLeft(ci.NotAfter))
