@@ -40,6 +40,12 @@ func TestMetricsManySources(t *testing.T) {
 		}
 		srcs = append(srcs, s)
 	}
+	hubs.mu.Lock()
+	users := hubs.users
+	hubs.mu.Unlock()
+	if users != n {
+		t.Errorf("%d sources share the watcher, want %d", users, n)
+	}
 	if _, err := NewFileSource(context.Background(), files, WithLogger(quiet), WithMetrics(m, "src-000")); err == nil {
 		t.Fatal("a second source with the same name was accepted")
 	}
