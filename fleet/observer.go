@@ -28,6 +28,7 @@ type config struct {
 	serverCount  int
 	serverNames  []string
 	members      []Member
+	memberCount  int
 	byName       map[string]Member
 	expectedOnly bool
 	strict       bool
@@ -67,6 +68,12 @@ func WithExpectServerNames(names ...string) Option {
 func WithExpectMembers(ms ...Member) Option {
 	return func(c *config) { c.members = append(c.members, ms...) }
 }
+
+// WithExpectMemberCount requires at least n counted connections: each
+// named member once however many connections it has, each unnamed
+// connection once (replicas sharing a leaf), system-account connections
+// not at all. For fleets whose members are not known by name.
+func WithExpectMemberCount(n int) Option { return func(c *config) { c.memberCount = n } }
 
 // WithExpectedOnly judges only the expected members: others are counted
 // and listed but cannot block convergence. A rotation uses it to gate one

@@ -389,6 +389,10 @@ func (o *Observer) judge(st *Status, agreed bool, scans int) (holdsButUnsettled 
 		st.Expected = append(st.Expected, es)
 	}
 
+	if o.cfg.memberCount > 0 && st.Counts.Total < o.cfg.memberCount {
+		incomplete = append(incomplete, fmt.Sprintf("%d of %d members seen", st.Counts.Total, o.cfg.memberCount))
+	}
+
 	// Every member in scope: none on old; with strict, none unknown or
 	// without a certificate.
 	var scope Counts
