@@ -1,0 +1,66 @@
+// Package rotation rotates the client CA of a NATS fleet through observed
+// phases: each phase starts only after the previous one was observed on
+// every server, never assumed.
+//
+//  1. preflight: material inspected, every server readable, every member
+//     present, the budget within the SLA;
+//  2. trust_both: ca_file = old+new client CA, reload, config_load_time
+//     changed and probes under both CAs accepted on every server;
+//  3. waves: per workload, deliver new leaves, restart (restart mode) or
+//     let members reload (reload mode), then gate: the wave's members
+//     present the new fingerprint in every server's view, settled; log
+//     lines and checks within limits. A failed gate pauses (ErrPaused) or
+//     aborts (ErrGateFailed);
+//  4. converged: every member on new material, settled;
+//  5. revoke: ca_file = new client CA only, reload; every connection still
+//     presenting old material is kicked and its member must come back on
+//     new material;
+//  6. proof: on every server, in the same step, a probe presenting the old
+//     leaf is refused in the TLS handshake and a probe presenting the new
+//     one completes CONNECT/PING/PONG.
+//
+// Every step is written to a journal (fsync) before and after it acts.
+// Resume re-observes a step left in doubt instead of repeating it, and
+// never repeats a completed restart; Abort, before revoke, restores the
+// old trust and material.
+//
+// A Plan comes from a YAML file (LoadPlan; docs/plan.md) or is built in
+// code. Servers are reached through the Server interface: HostServer
+// (files, SIGHUP or a command or $SYS reload, the monitoring endpoint) or
+// EmbeddedServer (in-process servers of internal/embedded). Members are
+// moved through the Target interface: CommandTarget (the plan's commands
+// and local files) or the caller's own.
+//
+// In-process, as the drill runs it:
+//
+//	plan := &rotation.Plan{
+//		Name: "clients-2026",
+//		StateDir: dir,
+//		Material: rotation.Material{
+//			ServerCA: cluster.ServerCAFile(),
+//			OldClientCA: "old-ca.pem", OldClientCAKey: "old-ca-key.pem",
+//			NewClientCA: "new-ca.pem", NewClientCAKey: "new-ca-key.pem",
+//		},
+//		Workloads: []rotation.Workload{{
+//			Name: "api", Mode: rotation.ModeReload,
+//			Waves: rotation.WaveSpec{Size: 2},
+//			Members: []rotation.MemberSpec{
+//				{Name: "api-1", CertFile: "api-1.pem", KeyFile: "api-1-key.pem"},
+//				{Name: "api-2", CertFile: "api-2.pem", KeyFile: "api-2-key.pem"},
+//			},
+//		}},
+//	}
+//	var servers []rotation.Server
+//	for _, s := range cluster.Servers {
+//		servers = append(servers, rotation.EmbeddedServer(s))
+//	}
+//	r, err := rotation.New(plan, rotation.WithServers(servers...),
+//		rotation.WithEvents(func(e rotation.Event) { log.Println(e.Kind, e.Phase, e.Detail) }))
+//	if err != nil { ... }
+//	res, err := r.Run(ctx) // res.Phases, res.Waves, res.Proof
+//
+// Restart-mode workloads need a Target (WithTarget) or a restart command.
+// Errors wrap the sentinels ErrPlan, ErrGateFailed, ErrPaused,
+// ErrPhaseFailed, ErrIncomplete, ErrInterrupted, ErrInProgress and
+// ErrNotResumable; the CLI maps them to exit codes 2, 1, 4, 1, 3, 4, 1, 2.
+package rotation

@@ -1,0 +1,520 @@
+package rotation
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrPlan is wrapped by every error about the plan itself: a field that is
+// unknown, missing or out of range.
+var ErrPlan = errors.New("invalid plan")
+
+// Plan is what a rotation does: which servers, which material, which
+// members in which workloads, in which waves, behind which gates. The YAML
+// plan file fills this struct (docs/plan.md); programs may build it in code.
+// Relative paths are resolved against Dir.
+type Plan struct {
+	// Name names the rotation in events, the journal and the report.
+	Name string `yaml:"name" json:"name"`
+	// StateDir holds the journal, backups of replaced files and minted
+	// material. Default: ".natscert-<name>" next to the plan file.
+	StateDir string `yaml:"state_dir" json:"state_dir,omitempty"`
+	// SLA, when set, is the time the whole rotation must fit in, checked
+	// against the budget before anything is touched.
+	SLA time.Duration `yaml:"sla" json:"sla,omitempty"`
+	// OnGateFailure is pause or abort; empty lets the caller decide
+	// (the CLI pauses on a terminal, aborts otherwise).
+	OnGateFailure GateAction `yaml:"on_gate_failure" json:"on_gate_failure,omitempty"`
+	// Parallel rolls the workloads at the same time, each with its own
+	// waves; otherwise one after the other in plan order.
+	Parallel bool `yaml:"parallel" json:"parallel,omitempty"`
+
+	Servers   []ServerSpec `yaml:"servers" json:"servers"`
+	Material  Material     `yaml:"material" json:"material"`
+	Workloads []Workload   `yaml:"workloads" json:"workloads"`
+	Budget    BudgetSpec   `yaml:"budget" json:"budget"`
+	Timeouts  Timeouts     `yaml:"timeouts" json:"timeouts"`
+
+	// Dir resolves relative paths; LoadPlan sets it to the plan file's
+	// directory. Empty means the working directory.
+	Dir string `yaml:"-" json:"-"`
+}
+
+// ServerSpec is one nats-server as the plan describes it.
+type ServerSpec struct {
+	// Name identifies the server in events and the report; default: the
+	// server_name the server reports.
+	Name string `yaml:"name" json:"name,omitempty"`
+	// ClientURL is where probes dial, tls://host:port.
+	ClientURL string `yaml:"client_url" json:"client_url"`
+	// MonitorURL is the HTTP monitoring endpoint (varz, connz).
+	MonitorURL string `yaml:"monitor_url" json:"monitor_url"`
+	// System is the system account, for $SYS requests (kick, reload).
+	System *SystemAccount `yaml:"system" json:"system,omitempty"`
+	// Reload says how the server is made to re-read its configuration.
+	Reload ReloadSpec `yaml:"reload" json:"reload"`
+	// CAFile is the server's ca_file: the client-trust bundle.
+	CAFile string `yaml:"ca_file" json:"ca_file"`
+	// Deliver copies a local file to the server's host; default: the
+	// server's files are local paths.
+	Deliver *Command `yaml:"deliver" json:"deliver,omitempty"`
+}
+
+// SystemAccount holds credentials of the server's system account.
+type SystemAccount struct {
+	User     string `yaml:"user" json:"user"`
+	Password string `yaml:"password" json:"-"`
+}
+
+// Reload methods.
+const (
+	ReloadSignal  = "signal"  // SIGHUP to Pid or the pid in PidFile
+	ReloadCommand = "command" // run Command, e.g. nats-server --signal reload=PID
+	ReloadSystem  = "system"  // $SYS.REQ.SERVER.<id>.RELOAD
+	ReloadNone    = "none"    // something else reloads; natscert only observes
+)
+
+// ReloadSpec says how to reload one server.
+type ReloadSpec struct {
+	// Method is signal, command, system or none.
+	Method  string   `yaml:"method" json:"method"`
+	Pid     int      `yaml:"pid" json:"pid,omitempty"`
+	PidFile string   `yaml:"pid_file" json:"pid_file,omitempty"`
+	Command *Command `yaml:"command" json:"command,omitempty"`
+}
+
+// Command is a shell command, a text/template run by /bin/sh -c. The
+// fields available depend on where it is used (see docs/plan.md); the
+// template function quote shell-quotes a value.
+type Command struct {
+	Run string `yaml:"run" json:"run"`
+	// Timeout bounds one run; default 60 s.
+	Timeout time.Duration `yaml:"timeout" json:"timeout,omitempty"`
+}
+
+// Material names the certificates and keys of the rotation.
+type Material struct {
+	// ServerCA verifies the servers (probes and system connections); it
+	// may hold several CAs.
+	ServerCA string `yaml:"server_ca" json:"server_ca"`
+	// OldClientCA is the client CA servers trust today.
+	OldClientCA string `yaml:"old_client_ca" json:"old_client_ca"`
+	// NewClientCA is the client CA to move to.
+	NewClientCA string `yaml:"new_client_ca" json:"new_client_ca"`
+	// NewClientCAKey mints member and probe leaves that are not given.
+	NewClientCAKey string `yaml:"new_client_ca_key" json:"new_client_ca_key,omitempty"`
+	// OldClientCAKey mints the old probe leaf when it is not given.
+	OldClientCAKey string `yaml:"old_client_ca_key" json:"old_client_ca_key,omitempty"`
+	// Probe leaves, one under each CA; never a member's.
+	Probe ProbeMaterial `yaml:"probe" json:"probe"`
+	// LeafLifetime is the lifetime of minted leaves; default 90 days.
+	LeafLifetime time.Duration `yaml:"leaf_lifetime" json:"leaf_lifetime,omitempty"`
+}
+
+// ProbeMaterial holds the probe leaves.
+type ProbeMaterial struct {
+	Old KeyPair `yaml:"old" json:"old"`
+	New KeyPair `yaml:"new" json:"new"`
+	// User and Password, when the servers require them in CONNECT.
+	User     string `yaml:"user" json:"user,omitempty"`
+	Password string `yaml:"password" json:"-"`
+}
+
+// KeyPair names a certificate file and its key file.
+type KeyPair struct {
+	Cert string `yaml:"cert" json:"cert,omitempty"`
+	Key  string `yaml:"key" json:"key,omitempty"`
+}
+
+// Mode is how a workload's members pick up new material.
+type Mode string
+
+// Modes.
+const (
+	// ModeRestart: the member loads files at start-up; it is restarted.
+	ModeRestart Mode = "restart"
+	// ModeReload: the member watches its files and reconnects by itself.
+	ModeReload Mode = "reload"
+)
+
+// MatchBy is how a member is recognised in the servers' view.
+type MatchBy string
+
+// Ways to match a member.
+const (
+	// MatchName matches the connection name the member sets.
+	MatchName MatchBy = "name"
+	// MatchFingerprint matches the certificate the member presents: the
+	// old leaf before, the new leaf after. Replicas share one leaf.
+	MatchFingerprint MatchBy = "fingerprint"
+)
+
+// GateAction is what a failed gate does.
+type GateAction string
+
+// Gate actions.
+const (
+	// GatePause stops and waits for an operator; left alone, the run ends
+	// with ErrPaused (exit 4) and can be resumed or aborted.
+	GatePause GateAction = "pause"
+	// GateAbort stops the rotation with ErrGateFailed (exit 1).
+	GateAbort GateAction = "abort"
+)
+
+// Workload is a group of members that roll together, in waves.
+type Workload struct {
+	Name string `yaml:"name" json:"name"`
+	Mode Mode   `yaml:"mode" json:"mode"`
+	// Restart restarts one member (restart mode). Template fields:
+	// .Member, .Workload, .CertFile, .KeyFile.
+	Restart *Command `yaml:"restart" json:"restart,omitempty"`
+	// Deliver copies one file to the member's host. Template fields:
+	// .Src (a local file), .Dst, .Member, .Workload. Default: write Dst.
+	Deliver *Command  `yaml:"deliver" json:"deliver,omitempty"`
+	Waves   WaveSpec  `yaml:"waves" json:"waves"`
+	Gates   GateSpec  `yaml:"gates" json:"gates"`
+	Members []MemberSpec `yaml:"members" json:"members"`
+}
+
+// MemberSpec is one member: a client process, or replicas sharing a leaf.
+type MemberSpec struct {
+	// Name is the connection name (match: name) or an identifier.
+	Name  string  `yaml:"name" json:"name"`
+	Match MatchBy `yaml:"match" json:"match,omitempty"`
+	// Replicas share this member's leaf (match: fingerprint); default 1.
+	Replicas int `yaml:"replicas" json:"replicas,omitempty"`
+	// CertFile and KeyFile are where the member reads its leaf.
+	CertFile string `yaml:"cert_file" json:"cert_file"`
+	KeyFile  string `yaml:"key_file" json:"key_file"`
+	// New is the member's new leaf; minted from new_client_ca_key when
+	// empty.
+	New KeyPair `yaml:"new" json:"new,omitempty"`
+	// Old is the member's current leaf; read from CertFile/KeyFile when
+	// empty (and they are local). Abort restores it.
+	Old KeyPair `yaml:"old" json:"old,omitempty"`
+	// Log is the member's log file for log gates; default from the
+	// workload's gates.log.file template.
+	Log string `yaml:"log" json:"log,omitempty"`
+}
+
+// WaveSpec sizes the waves of a workload.
+type WaveSpec struct {
+	// Size is members per wave; default 1.
+	Size int `yaml:"size" json:"size,omitempty"`
+	// MaxUnavailable is a synonym of Size, in Kubernetes words.
+	MaxUnavailable int `yaml:"max_unavailable" json:"max_unavailable,omitempty"`
+	// Pause is waited after each gated wave but the last.
+	Pause time.Duration `yaml:"pause" json:"pause,omitempty"`
+}
+
+// GateSpec is what must hold before the next wave.
+type GateSpec struct {
+	// Timeout is how long a wave's members get to present new material;
+	// default 60 s.
+	Timeout time.Duration `yaml:"timeout" json:"timeout,omitempty"`
+	// Settle is how long the view must stay unchanged; default 2 s.
+	Settle time.Duration `yaml:"settle" json:"settle,omitempty"`
+	// MaxFailures is the most TLS/auth failure lines allowed per wave, in
+	// the members' logs; default 0.
+	MaxFailures int `yaml:"max_failures" json:"max_failures"`
+	// Log counts lines in members' logs since the wave began.
+	Log *LogGate `yaml:"log" json:"log,omitempty"`
+	// Checks must exit 0. Template fields: .Workload, .Wave, .Members.
+	Checks []Command `yaml:"checks" json:"checks,omitempty"`
+}
+
+// LogGate counts matching log lines.
+type LogGate struct {
+	// File is a template for each member's log file (.Member, .Workload).
+	File string `yaml:"file" json:"file,omitempty"`
+	// Command prints the member's log since .Since (RFC 3339); used
+	// instead of File for remote logs.
+	Command *Command `yaml:"command" json:"command,omitempty"`
+	// Patterns replace the defaults (DefaultLogPatterns).
+	Patterns []LogPattern `yaml:"patterns" json:"patterns,omitempty"`
+}
+
+// LogPattern counts lines matching Regexp; more than Max fails the gate.
+// Max -1 only counts.
+type LogPattern struct {
+	Name   string `yaml:"name" json:"name"`
+	Regexp string `yaml:"regexp" json:"regexp"`
+	Max    *int   `yaml:"max" json:"max,omitempty"`
+}
+
+// BudgetSpec holds what the budget estimate needs beyond the plan.
+type BudgetSpec struct {
+	// ReconnectWait is the members' wait between reconnects; default 2 s.
+	ReconnectWait time.Duration `yaml:"reconnect_wait" json:"reconnect_wait,omitempty"`
+	// HandshakeTimeout is the TLS handshake timeout; default 2 s.
+	HandshakeTimeout time.Duration `yaml:"handshake_timeout" json:"handshake_timeout,omitempty"`
+	// RestartTime is how long a member takes to start; default 1 s.
+	RestartTime time.Duration `yaml:"restart_time" json:"restart_time,omitempty"`
+}
+
+// Timeouts bound the observations of each phase.
+type Timeouts struct {
+	// Reload bounds waiting for every server's config_load_time to change
+	// and probes to pass; default 30 s.
+	Reload time.Duration `yaml:"reload" json:"reload,omitempty"`
+	// Converge bounds the converged phase; default 60 s.
+	Converge time.Duration `yaml:"converge" json:"converge,omitempty"`
+	// Return bounds a kicked member's return on new material; default 30 s.
+	Return time.Duration `yaml:"return" json:"return,omitempty"`
+	// Probe bounds one probe; default 5 s.
+	Probe time.Duration `yaml:"probe" json:"probe,omitempty"`
+}
+
+// LoadPlan reads and checks a plan file. Unknown fields are errors.
+func LoadPlan(path string) (*Plan, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: read plan: %w", err)
+	}
+	p, err := ParsePlan(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %s: %w", path, errors.Unwrap(err))
+	}
+	abs, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w", err)
+	}
+	p.Dir = abs
+	return p, nil
+}
+
+// ParsePlan decodes and checks a plan. Unknown fields are errors.
+func ParsePlan(r io.Reader) (*Plan, error) {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	var p Plan
+	if err := dec.Decode(&p); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("rotation: %w: the plan is empty", ErrPlan)
+		}
+		return nil, fmt.Errorf("rotation: %w: %s", ErrPlan, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Validate checks the plan and names the first field that is wrong.
+func (p *Plan) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("rotation: %w: %s: %s", ErrPlan, field, fmt.Sprintf(format, args...))
+	}
+	if p.Name == "" {
+		return bad("name", "required")
+	}
+	switch p.OnGateFailure {
+	case "", GatePause, GateAbort:
+	default:
+		return bad("on_gate_failure", "%q is not one of pause, abort", p.OnGateFailure)
+	}
+	if p.SLA < 0 {
+		return bad("sla", "negative")
+	}
+	if len(p.Servers) == 0 {
+		return bad("servers", "at least one server is required")
+	}
+	names := map[string]bool{}
+	for i, s := range p.Servers {
+		f := fmt.Sprintf("servers[%d]", i)
+		if s.ClientURL == "" {
+			return bad(f+".client_url", "required")
+		}
+		if s.MonitorURL == "" {
+			return bad(f+".monitor_url", "required")
+		}
+		if s.CAFile == "" {
+			return bad(f+".ca_file", "required")
+		}
+		if s.Name != "" {
+			if names[s.Name] {
+				return bad(f+".name", "%q is used twice", s.Name)
+			}
+			names[s.Name] = true
+		}
+		switch s.Reload.Method {
+		case ReloadSignal:
+			if s.Reload.Pid == 0 && s.Reload.PidFile == "" {
+				return bad(f+".reload", "method signal needs pid or pid_file")
+			}
+		case ReloadCommand:
+			if s.Reload.Command == nil || s.Reload.Command.Run == "" {
+				return bad(f+".reload.command.run", "required by method command")
+			}
+		case ReloadSystem:
+			if s.System == nil || s.System.User == "" {
+				return bad(f+".system", "method system needs the system account's user and password")
+			}
+		case ReloadNone:
+		case "":
+			return bad(f+".reload.method", "required: signal, command, system or none")
+		default:
+			return bad(f+".reload.method", "%q is not one of signal, command, system, none", s.Reload.Method)
+		}
+	}
+	m := p.Material
+	if m.ServerCA == "" {
+		return bad("material.server_ca", "required (verifies the servers for probes)")
+	}
+	if m.OldClientCA == "" {
+		return bad("material.old_client_ca", "required")
+	}
+	if m.NewClientCA == "" {
+		return bad("material.new_client_ca", "required")
+	}
+	if (m.Probe.Old.Cert == "") != (m.Probe.Old.Key == "") {
+		return bad("material.probe.old", "cert and key go together")
+	}
+	if (m.Probe.New.Cert == "") != (m.Probe.New.Key == "") {
+		return bad("material.probe.new", "cert and key go together")
+	}
+	if m.Probe.Old.Cert == "" && m.OldClientCAKey == "" {
+		return bad("material.probe.old", "required, or material.old_client_ca_key to mint it")
+	}
+	if m.Probe.New.Cert == "" && m.NewClientCAKey == "" {
+		return bad("material.probe.new", "required, or material.new_client_ca_key to mint it")
+	}
+	if len(p.Workloads) == 0 {
+		return bad("workloads", "at least one workload is required")
+	}
+	wnames, mnames := map[string]bool{}, map[string]bool{}
+	for i, w := range p.Workloads {
+		f := fmt.Sprintf("workloads[%d]", i)
+		if w.Name == "" {
+			return bad(f+".name", "required")
+		}
+		if wnames[w.Name] {
+			return bad(f+".name", "%q is used twice", w.Name)
+		}
+		wnames[w.Name] = true
+		switch w.Mode {
+		case ModeRestart:
+		case ModeReload:
+			if w.Restart != nil {
+				return bad(f+".restart", "mode reload restarts nothing; remove restart or use mode restart")
+			}
+		case "":
+			return bad(f+".mode", "required: restart or reload")
+		default:
+			return bad(f+".mode", "%q is not one of restart, reload", w.Mode)
+		}
+		if w.Waves.Size < 0 || w.Waves.MaxUnavailable < 0 {
+			return bad(f+".waves.size", "negative")
+		}
+		if w.Waves.Size > 0 && w.Waves.MaxUnavailable > 0 && w.Waves.Size != w.Waves.MaxUnavailable {
+			return bad(f+".waves", "size and max_unavailable disagree; give one")
+		}
+		if w.Waves.Pause < 0 || w.Gates.Timeout < 0 || w.Gates.Settle < 0 {
+			return bad(f+".waves/gates", "negative duration")
+		}
+		if w.Gates.MaxFailures < 0 {
+			return bad(f+".gates.max_failures", "negative")
+		}
+		if lg := w.Gates.Log; lg != nil {
+			if lg.File != "" && lg.Command != nil {
+				return bad(f+".gates.log", "give file or command, not both")
+			}
+			for j, pt := range lg.Patterns {
+				pf := fmt.Sprintf("%s.gates.log.patterns[%d]", f, j)
+				if pt.Name == "" {
+					return bad(pf+".name", "required")
+				}
+				if _, err := regexp.Compile(pt.Regexp); err != nil || pt.Regexp == "" {
+					return bad(pf+".regexp", "not a regular expression: %v", err)
+				}
+			}
+		}
+		for j, c := range w.Gates.Checks {
+			if c.Run == "" {
+				return bad(fmt.Sprintf("%s.gates.checks[%d].run", f, j), "required")
+			}
+		}
+		if len(w.Members) == 0 {
+			return bad(f+".members", "at least one member is required")
+		}
+		for j, mb := range w.Members {
+			mf := fmt.Sprintf("%s.members[%d]", f, j)
+			if mb.Name == "" {
+				return bad(mf+".name", "required")
+			}
+			if mnames[mb.Name] {
+				return bad(mf+".name", "%q is used twice", mb.Name)
+			}
+			mnames[mb.Name] = true
+			switch mb.Match {
+			case "", MatchName:
+				if mb.Replicas > 1 {
+					return bad(mf+".replicas", "only members matched by fingerprint share a leaf")
+				}
+			case MatchFingerprint:
+			default:
+				return bad(mf+".match", "%q is not one of name, fingerprint", mb.Match)
+			}
+			if mb.Replicas < 0 {
+				return bad(mf+".replicas", "negative")
+			}
+			if mb.CertFile == "" {
+				return bad(mf+".cert_file", "required")
+			}
+			if mb.KeyFile == "" {
+				return bad(mf+".key_file", "required")
+			}
+			if (mb.New.Cert == "") != (mb.New.Key == "") {
+				return bad(mf+".new", "cert and key go together")
+			}
+			if mb.New.Cert == "" && m.NewClientCAKey == "" {
+				return bad(mf+".new", "required, or material.new_client_ca_key to mint it")
+			}
+		}
+	}
+	return nil
+}
+
+// path resolves a plan path against Dir.
+func (p *Plan) path(name string) string {
+	if name == "" || filepath.IsAbs(name) || p.Dir == "" {
+		return name
+	}
+	return filepath.Join(p.Dir, name)
+}
+
+// stateDir is where the journal, backups and minted material live.
+func (p *Plan) stateDir() string {
+	if p.StateDir != "" {
+		return p.path(p.StateDir)
+	}
+	return p.path(".natscert-" + p.Name)
+}
+
+// waveSize is the members per wave of w.
+func (w *Workload) waveSize() int {
+	switch {
+	case w.Waves.Size > 0:
+		return w.Waves.Size
+	case w.Waves.MaxUnavailable > 0:
+		return w.Waves.MaxUnavailable
+	}
+	return 1
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
