@@ -179,9 +179,9 @@ type Workload struct {
 	Restart *Command `yaml:"restart" json:"restart,omitempty"`
 	// Deliver copies one file to the member's host. Template fields:
 	// .Src (a local file), .Dst, .Member, .Workload. Default: write Dst.
-	Deliver *Command  `yaml:"deliver" json:"deliver,omitempty"`
-	Waves   WaveSpec  `yaml:"waves" json:"waves"`
-	Gates   GateSpec  `yaml:"gates" json:"gates"`
+	Deliver *Command     `yaml:"deliver" json:"deliver,omitempty"`
+	Waves   WaveSpec     `yaml:"waves" json:"waves"`
+	Gates   GateSpec     `yaml:"gates" json:"gates"`
 	Members []MemberSpec `yaml:"members" json:"members"`
 }
 
