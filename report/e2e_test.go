@@ -157,7 +157,11 @@ func TestBrowserRendersReport(t *testing.T) {
 		if err != nil {
 			t.Fatalf("NATSCERT_REPORT_JSON: %v", err)
 		}
-		inputs = []input{{"report-" + strings.TrimSuffix(filepath.Base(filepath.Dir(path)), "/"), r}}
+		name := "report-from-json"
+		if abs, err := filepath.Abs(path); err == nil {
+			name = "report-" + filepath.Base(filepath.Dir(abs))
+		}
+		inputs = []input{{name, r}}
 	}
 	shots := screenshotDir(t)
 

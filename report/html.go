@@ -247,14 +247,14 @@ func figures(r *Report, tb timeBase) []figure {
 			}
 			tls += m.TLSFailures
 		}
-		out = append(out, figure{Label: "On new material", Value: fmt.Sprintf("%s / %s", count(int64(onNew)), count(int64(n))),
-			Tone: tone(onNew == n)})
+		out = append(out, figure{Label: "On new material", Value: count(int64(onNew)),
+			Note: fmt.Sprintf("of %s members", count(int64(n))), Tone: tone(onNew == n)})
 		out = append(out, figure{Label: "Longest gap", Value: humanDuration(worst.GapMS), Note: worst.Name})
 		out = append(out, figure{Label: "TLS failures", Value: count(tls), Note: "refused handshakes"})
 	}
 	lost := r.Lost.Messages + r.Lost.Requests
 	out = append(out, figure{Label: "Lost", Value: count(lost),
-		Note: fmt.Sprintf("%s msgs · %s requests", count(r.Lost.Messages), count(r.Lost.Requests)), Tone: tone(lost == 0)})
+		Note: fmt.Sprintf("%s msg · %s req", count(r.Lost.Messages), count(r.Lost.Requests)), Tone: tone(lost == 0)})
 	out = append(out, figure{Label: "Duplicates", Value: count(r.Duplicates), Note: count(r.OutOfOrder) + " out of order"})
 	if c := r.Convergence; c != nil {
 		f := figure{Label: "Convergence", Value: humanDuration(c.MS)}

@@ -137,7 +137,7 @@ func syntheticReport(ok bool) *report.Report {
 		r.Members[88].OnNew = false
 		r.Broken = []string{
 			"old certificate accepted on nats-2",
-			fmt.Sprintf("%d messages and %d requests lost in wave 3", r.Lost.Messages, r.Lost.Requests),
+			fmt.Sprintf("%d messages and %d request lost in wave 3", r.Lost.Messages, r.Lost.Requests),
 			"member cp-088 still presents old material",
 		}
 	}
