@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -162,17 +163,22 @@ func NewFileSource(ctx context.Context, files Files, opts ...FileOption) (*FileS
 	if ev := s.load("start"); ev.Kind == EventRejected && !cfg.waitForFile {
 		s.hub.leave(s, s.watching)
 		s.release()
-		return nil, fmt.Errorf("material: first load: %w", ev.Err)
+		return nil, &loadError{reason: ev.Reason, err: ev.Err}
 	}
 	go s.run()
 	select {
 	case <-s.loaded:
 		return s, nil
 	case <-ctx.Done():
+		select {
+		case <-s.loaded: // loaded just as ctx ended: take it
+			return s, nil
+		default:
+		}
 		_ = s.Close()
 		// run has returned: lastErr is ours to read.
 		if s.lastErr != nil {
-			return nil, fmt.Errorf("material: waiting for files: %w: %w", ctx.Err(), s.lastErr)
+			return nil, fmt.Errorf("material: waiting for files: %w: %w", ctx.Err(), &loadError{reason: s.lastReason, err: s.lastErr})
 		}
 		return nil, fmt.Errorf("material: waiting for files: %w", ctx.Err())
 	}
@@ -370,7 +376,7 @@ func (s *FileSource) load(trigger string) Event {
 		ev.Kind = EventUnchanged
 	default:
 		next, fs, err := validate(c, pki.CheckOptions{Role: s.cfg.role, Skew: s.cfg.skew, Now: now})
-		ev.Findings = fs
+		ev.Findings = s.withFiles(fs)
 		if err != nil {
 			ev.Kind, ev.Err = EventRejected, err
 			break
@@ -387,7 +393,7 @@ func (s *FileSource) load(trigger string) Event {
 		ev.Kind = EventLoaded
 	}
 	if ev.Kind == EventRejected {
-		ev.Reason = ev.Err.Error()
+		ev.Reason = rejection(ev)
 		// While waiting for a first set, the same rejection repeats every
 		// poll; report it once.
 		repeat := cur == nil && ev.Reason == s.lastReason
@@ -436,3 +442,44 @@ func (s *FileSource) report(ev Event, trigger string) {
 		fn(ev)
 	}
 }
+
+// withFiles names the file of every finding.
+func (s *FileSource) withFiles(fs pki.Findings) pki.Findings {
+	for i := range fs {
+		switch fs[i].What {
+		case "cert":
+			fs[i].File = s.files.Cert
+		case "key":
+			fs[i].File = s.files.Key
+		case "roots":
+			fs[i].File = s.files.Roots
+		case "issuer":
+			fs[i].File = s.files.Issuer
+		}
+	}
+	return fs
+}
+
+// rejection says why a set was rejected, naming the files at fault.
+func rejection(ev Event) string {
+	var msgs []string
+	for _, f := range ev.Findings {
+		if f.Severity == pki.SeverityError {
+			msgs = append(msgs, fmt.Sprintf("%s %s: %s: %s", f.What, f.File, f.Code, f.Message))
+		}
+	}
+	if len(msgs) == 0 {
+		return strings.TrimPrefix(ev.Err.Error(), "material: ")
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// loadError is a failed first load: its reason names the files at fault,
+// and it wraps pki.ErrUnreadable or pki.ErrInvalid.
+type loadError struct {
+	reason string
+	err    error
+}
+
+func (e *loadError) Error() string { return "material: first load: " + e.reason }
+func (e *loadError) Unwrap() error { return e.err }
