@@ -73,6 +73,11 @@ const waitPoll = 250 * time.Millisecond
 // swapped in; a set that fails stays out and the last good set is served.
 //
 // Cert and RootCAs read an atomic pointer: no file I/O, no lock.
+//
+// Every load attempt is reported once, as an Event. The Reason of a loaded
+// or unchanged set names its trigger: "start", "change" (a file-system
+// event), "recheck", "refresh" or "wait" (WithWaitForFiles polling); a
+// rejection's Reason names the files at fault and why.
 type FileSource struct {
 	files Files
 	cfg   fileConfig

@@ -2,10 +2,12 @@ package material
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -554,5 +556,52 @@ func TestClose(t *testing.T) {
 	cancel()
 	if err := e.src.Refresh(ctx); err == nil {
 		t.Fatal("refresh with a done context succeeded")
+	}
+}
+
+// Readers calling Cert on every dial while sets are swapped see only whole,
+// good sets: a certificate always with its own key.
+func TestConcurrentReaders(t *testing.T) {
+	e := newEnv(t)
+	stop := make(chan struct{})
+	errs := make(chan string, 4)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := e.src.Cert()
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				if !pki.PublicKeysEqual(c.Leaf.PublicKey, c.PrivateKey.(crypto.Signer).Public()) {
+					errs <- "a certificate served with another's key"
+					return
+				}
+				if _, err := e.src.RootCAs(); err != nil {
+					errs <- err.Error()
+					return
+				}
+				_ = e.src.Snapshot()
+			}
+		}()
+	}
+	for range 5 {
+		next := issue(t, e.ca, "client next")
+		e.writeLeaf(next)
+		e.waitServes(next)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for msg := range errs {
+		t.Error(msg)
 	}
 }
