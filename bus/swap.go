@@ -1,0 +1,275 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// SwapLimiter bounds how many connections of one process dial and
+// re-subscribe for a swap at the same time. Share one among all the
+// connections of a process (WithSwapLimiter); the waits of a swap (grace,
+// drain) are not counted, only the work that costs the servers a
+// handshake.
+type SwapLimiter struct{ sem chan struct{} }
+
+// NewSwapLimiter allows n swaps to dial at once (n < 1 means 1).
+func NewSwapLimiter(n int) *SwapLimiter {
+	if n < 1 {
+		n = 1
+	}
+	return &SwapLimiter{sem: make(chan struct{}, n)}
+}
+
+var defaultLimiter = NewSwapLimiter(DefaultSwapConcurrency)
+
+func (l *SwapLimiter) acquire(ctx context.Context) error {
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *SwapLimiter) release() { <-l.sem }
+
+// SwapReport describes one swap. Messages a plain subscription received
+// between Subscribed and End may have been delivered twice.
+type SwapReport struct {
+	Start time.Time `json:"start"`
+	// Subscribed is when the new connection held every subscription.
+	Subscribed time.Time `json:"subscribed"`
+	// Switched is when publishing and requests moved to it.
+	Switched time.Time `json:"switched"`
+	// End is when the old connection was closed.
+	End          time.Time `json:"end"`
+	From         string    `json:"from,omitempty"`
+	FromServerID string    `json:"from_server_id,omitempty"`
+	To           string    `json:"to,omitempty"`
+	ToServerID   string    `json:"to_server_id,omitempty"`
+	// CrossServer is true when the old connection's server could not be
+	// had; Grace was then the longer cross-server grace.
+	CrossServer   bool          `json:"cross_server"`
+	Grace         time.Duration `json:"grace"`
+	Subscriptions int           `json:"subscriptions"`
+	// OverlapDeliveries counts messages plain subscriptions received on
+	// the old connection during the overlap: an upper bound of duplicates.
+	OverlapDeliveries uint64 `json:"overlap_deliveries"`
+	// Presented is the cert_sha256 the new connection presents.
+	Presented string `json:"presented,omitempty"`
+	Err       error  `json:"-"`
+	Detail    string `json:"error,omitempty"`
+}
+
+var errNotConnected = errors.New("bus: swap: not connected")
+
+// swap replaces old by a new connection with the material served now,
+// make-before-break.
+func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) {
+	rep.Start = time.Now()
+	onc := old.conn()
+	fromID, fromURL, fromAddr := onc.ConnectedServerId(), onc.ConnectedUrlRedacted(), onc.ConnectedAddr()
+	if fromID == "" {
+		return rep, errNotConnected
+	}
+	rep.From, rep.FromServerID = fromURL, fromID
+	if err := c.cfg.limiter.acquire(ctx); err != nil {
+		return rep, fmt.Errorf("bus: swap: %w", err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			c.cfg.limiter.release()
+		}
+	}
+	defer release()
+
+	nl := c.newLink()
+	if err := nl.connect(ctx, c.pinned(fromURL, fromAddr), false); err != nil {
+		return rep, fmt.Errorf("bus: swap: connect: %w", err)
+	}
+	nnc := nl.conn()
+	abort := func(err error) (SwapReport, error) {
+		c.mu.Lock()
+		c.removeLinkLocked(nl)
+		for s := range c.subs {
+			if ns := s.detach(nl); ns != nil {
+				_ = ns.Unsubscribe()
+			}
+		}
+		c.mu.Unlock()
+		old.overlapping.Store(false)
+		nl.quiet.Store(true)
+		nnc.Close()
+		return rep, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		nl.quiet.Store(true)
+		nnc.Close()
+		return rep, ErrClosed
+	}
+	c.links = append(c.links, nl)
+	for s := range c.subs {
+		if err := s.attach(nl); err != nil {
+			c.mu.Unlock()
+			return abort(fmt.Errorf("bus: swap: %w", err))
+		}
+		rep.Subscriptions++
+	}
+	c.mu.Unlock()
+	// Once the server answers the flush, it holds every new subscription.
+	if err := nnc.FlushTimeout(c.cfg.dialTimeout); err != nil {
+		return abort(fmt.Errorf("bus: swap: flush new connection: %w", err))
+	}
+	release()
+	rep.Subscribed = time.Now()
+	old.overlapping.Store(true)
+	overlapBefore := c.stats.overlap.Load()
+	rep.To, rep.ToServerID = nnc.ConnectedUrlRedacted(), nnc.ConnectedServerId()
+	if est := nl.established(); est != nil && est.presented != nil {
+		rep.Presented = est.presented.CertSHA256
+	}
+	rep.Grace = c.cfg.grace
+	if rep.ToServerID != fromID {
+		rep.CrossServer, rep.Grace = true, c.cfg.crossGrace
+	}
+	// The grace lets messages routed before the new subscriptions existed
+	// reach the old ones, and lets a slower server's fan-out catch up.
+	t := time.NewTimer(rep.Grace)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+		return abort(fmt.Errorf("bus: swap: %w", ctx.Err()))
+	}
+	// Flush before and after switching so that one publisher's messages
+	// leave in order: the old connection's are processed before the new
+	// connection's.
+	_ = onc.FlushTimeout(c.cfg.dialTimeout)
+	c.active.Store(nl)
+	old.retired.Store(true)
+	_ = onc.FlushTimeout(c.cfg.dialTimeout)
+	rep.Switched = time.Now()
+	c.retire(ctx, old)
+	rep.End = time.Now()
+	rep.OverlapDeliveries = c.stats.overlap.Load() - overlapBefore
+	return rep, nil
+}
+
+// pinned lists the servers a swap dials: first the address the old
+// connection uses (its server, for real, even behind a name that resolves
+// to several), then the configured URLs.
+func (c *Conn) pinned(fromURL, fromAddr string) []string {
+	var urls []string
+	if fromAddr != "" {
+		scheme := "nats"
+		if u, err := url.Parse(fromURL); err == nil && u.Scheme != "" {
+			scheme = u.Scheme
+		}
+		urls = append(urls, scheme+"://"+fromAddr)
+	} else if fromURL != "" {
+		urls = append(urls, fromURL)
+	}
+	rest := append([]string(nil), c.urls...)
+	rand.Shuffle(len(rest), func(i, j int) { rest[i], rest[j] = rest[j], rest[i] })
+	return append(urls, rest...)
+}
+
+func (c *Conn) removeLinkLocked(l *link) {
+	for i, x := range c.links {
+		if x == l {
+			c.links = append(c.links[:i:i], c.links[i+1:]...)
+			return
+		}
+	}
+}
+
+// retire drains a link publishing has left: it waits for its requests,
+// stops its subscriptions, lets their pending messages be handled and
+// closes it. It does not use nats.go's Drain, which polls every 100 ms.
+func (c *Conn) retire(ctx context.Context, old *link) {
+	onc := old.conn()
+	deadline := time.Now().Add(c.cfg.drainTimeout)
+	wait := func(done func() bool) {
+		for !done() && time.Now().Before(deadline) && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	wait(func() bool { return old.inflight.Load() <= 0 })
+	c.mu.Lock()
+	c.removeLinkLocked(old)
+	var subs []*nats.Subscription
+	for s := range c.subs {
+		if ns := s.detach(old); ns != nil {
+			subs = append(subs, ns)
+		}
+	}
+	c.mu.Unlock()
+	for _, ns := range subs {
+		_ = ns.Drain() // UNSUB now; pending messages are still delivered
+	}
+	// Once the server answers, it has processed the UNSUBs: nothing more
+	// comes, and what came is pending.
+	_ = onc.FlushTimeout(c.cfg.dialTimeout)
+	wait(func() bool {
+		for _, ns := range subs {
+			if n, _, err := ns.Pending(); err == nil && n > 0 {
+				return false
+			}
+		}
+		return old.handling.Load() == 0
+	})
+	old.quiet.Store(true)
+	_ = onc.FlushTimeout(c.cfg.dialTimeout) // replies the handlers sent
+	onc.Close()
+}
+
+func (c *Conn) onSwapDone(ev swapDone, schedule func(time.Duration)) {
+	rep := ev.rep
+	if errors.Is(ev.err, errNotConnected) {
+		if l := c.active.Load(); l != nil {
+			l.force("new material while not connected")
+		}
+		return
+	}
+	if ev.err != nil {
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.stats.swapFails.Add(1)
+		c.swapFails++
+		rep.Err, rep.Detail = ev.err, ev.err.Error()
+		f := Failure{Time: time.Now(), Reason: ReasonSwap, Err: ev.err, Server: rep.From}
+		c.stats.failures[reasonIndex(ReasonSwap)].Add(1)
+		c.fail(f)
+		// Keep the old connection, which works, and try again later.
+		ceil := c.cfg.backoffMax
+		if d := c.cfg.backoffMin << min(c.swapFails, 30); d > 0 && d < ceil {
+			ceil = d
+		}
+		schedule(rand.N(ceil))
+	} else {
+		c.swapFails = 0
+		c.stats.swaps.Add(1)
+		if rep.CrossServer {
+			c.stats.crossSwaps.Add(1)
+		}
+		c.lastSwap.Store(&rep)
+		c.logger.Info("nats connection swapped to new material",
+			"server", rep.To, "server_id", rep.ToServerID, "cross_server", rep.CrossServer,
+			"cert_sha256", rep.Presented, "subscriptions", rep.Subscriptions,
+			"overlap", rep.End.Sub(rep.Subscribed), "overlap_deliveries", rep.OverlapDeliveries)
+	}
+	if c.cfg.onSwap != nil {
+		c.cfg.onSwap(rep)
+	}
+}
