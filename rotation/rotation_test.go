@@ -1,0 +1,305 @@
+package rotation
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// nats.go and net/http keep-alives outlive a test briefly.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type eventLog struct {
+	mu sync.Mutex
+	ev []Event
+}
+
+func (l *eventLog) add(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ev = append(l.ev, e)
+}
+
+func (l *eventLog) count(kind EventKind) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.ev {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// A full rotation: reloading named members and start-up-loaded unnamed
+// members matched by fingerprint, through every phase to the proof.
+func TestRotateReloadAndRestart(t *testing.T) {
+	f := newFixture(t, 3)
+	f.addClient("api-1", "api-1", false)
+	f.addClient("api-2", "api-2", false)
+	f.addClient("s1", "", true)
+	f.addClient("s2", "", true)
+	oldFP := fingerprintOf(t, f.clients["s1"].certFile)
+
+	var events eventLog
+	r, err := New(f.plan([]string{"api-1", "api-2"}, []string{"s1", "s2"}),
+		WithServers(f.servers()...), WithTarget("static", &target{f: f}),
+		WithEvents(events.add), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if err != nil {
+		for _, p := range res.Phases {
+			t.Logf("%s ok=%v %s %s", p.Name, p.OK, p.Observed, p.Error)
+		}
+		t.Fatalf("Run: %v", err)
+	}
+	if !res.OK || res.Outcome != "completed" {
+		t.Fatalf("result %+v", res)
+	}
+	var names []string
+	for _, p := range res.Phases {
+		names = append(names, p.Name)
+		if !p.OK || p.Observed == "" || p.End.Before(p.Start) {
+			t.Errorf("phase %s: %+v", p.Name, p)
+		}
+	}
+	if got := strings.Join(names, ","); got != "preflight,trust_both,waves,converged,revoke,proof" {
+		t.Errorf("phases %s", got)
+	}
+	if len(res.Waves) != 4 {
+		t.Errorf("waves: %d, want 4", len(res.Waves))
+	}
+	if len(res.Proof) != 3 {
+		t.Fatalf("proof on %d servers", len(res.Proof))
+	}
+	for _, p := range res.Proof {
+		if !p.OK || p.Old.Outcome != RejectedHandshake || p.New.Outcome != Accepted {
+			t.Errorf("proof %s: old %s (%s) new %s (%s)", p.Server, p.Old.Outcome, p.Old.Detail, p.New.Outcome, p.New.Detail)
+		}
+	}
+	for _, m := range res.Members {
+		if !m.OnNew || !m.Delivered {
+			t.Errorf("member %+v", m)
+		}
+		wantRestarts := 0
+		if m.Mode == ModeRestart {
+			wantRestarts = 1
+		}
+		if m.Restarts != wantRestarts {
+			t.Errorf("member %s restarts %d, want %d", m.Name, m.Restarts, wantRestarts)
+		}
+	}
+	if n := f.clients["api-1"].restartCount(); n != 0 {
+		t.Errorf("reload member restarted %d times", n)
+	}
+	for _, c := range f.presented(t) {
+		if c.CertSHA256 == oldFP {
+			t.Errorf("old fingerprint still presented: %+v", c)
+		}
+	}
+	ca, _ := os.ReadFile(f.cluster.Servers[1].CAFile)
+	if !bytes.Equal(ca, f.new.CertPEM) {
+		t.Errorf("ca_file after revoke is not the new CA only")
+	}
+	if events.count(WaveGated) != 4 || events.count(PhaseObserved) != 6 {
+		t.Errorf("events: %d wave_gated, %d phase_observed", events.count(WaveGated), events.count(PhaseObserved))
+	}
+	// A second run on the same state refuses: the journal has it.
+	r2, err := New(f.plan([]string{"api-1", "api-2"}, []string{"s1", "s2"}), WithServers(f.servers()...), WithTarget("static", &target{f: f}))
+	must(t, err)
+	if _, err := r2.Run(testContext(t)); !errors.Is(err, ErrInProgress) {
+		t.Errorf("second run: %v, want ErrInProgress", err)
+	}
+}
+
+// A gate that does not hold stops the rotation before revoke; abort then
+// restores the old trust and material, and every member, kicked,
+// reconnects with its old material.
+func TestGateFailureThenAbort(t *testing.T) {
+	f := newFixture(t, 3)
+	f.addClient("api-1", "api-1", false)
+	f.addClient("s1", "", true)
+	f.addClient("s2", "", true)
+	old := map[string]string{}
+	for id, c := range f.clients {
+		old[id] = fingerprintOf(t, c.certFile)
+	}
+	tg := &target{f: f, skip: map[string]bool{"s2": true}}
+	p := f.plan([]string{"api-1"}, []string{"s1", "s2"})
+	p.Workloads[1].Gates.Timeout = 3 * time.Second
+	r, err := New(p, WithServers(f.servers()...), WithTarget("static", tg), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if !errors.Is(err, ErrGateFailed) {
+		t.Fatalf("Run: %v, want ErrGateFailed", err)
+	}
+	if last := res.Waves[len(res.Waves)-1]; last.OK || !strings.Contains(last.Gate, "s2") {
+		t.Errorf("last wave %+v", last)
+	}
+	for _, p := range res.Phases {
+		if p.Name == PhaseRevoke {
+			t.Fatalf("revoke ran after a failed gate")
+		}
+	}
+	ca, _ := os.ReadFile(f.cluster.Servers[0].CAFile)
+	if !bytes.Contains(ca, f.new.CertPEM) || !bytes.Contains(ca, f.old.CertPEM) {
+		t.Fatalf("servers should still trust both after a failed gate")
+	}
+
+	// Abort.
+	tg.mu.Lock()
+	tg.skip = nil
+	tg.mu.Unlock()
+	r, err = New(p, WithServers(f.servers()...), WithTarget("static", tg), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err = r.Abort(testContext(t))
+	if err != nil {
+		t.Fatalf("Abort: %v (%+v)", err, res)
+	}
+	for _, s := range f.cluster.Servers {
+		ca, _ := os.ReadFile(s.CAFile)
+		if !bytes.Equal(ca, f.old.CertPEM) {
+			t.Fatalf("%s: ca_file not restored", s.Name)
+		}
+	}
+	for id, c := range f.clients {
+		if got := fingerprintOf(t, c.certFile); got != old[id] {
+			t.Errorf("%s: files not restored", id)
+		}
+	}
+	// Kick every member: each must come back with its old material.
+	ctx := testContext(t)
+	for _, s := range f.cluster.Servers {
+		cs, err := EmbeddedServer(s).Connz(ctx)
+		must(t, err)
+		for _, c := range cs {
+			_ = s.NATS.DisconnectClientByID(c.CID)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		seen := map[string]bool{}
+		for _, c := range f.presented(t) {
+			for id, fp := range old {
+				if c.CertSHA256 == fp {
+					seen[id] = true
+				}
+			}
+		}
+		if len(seen) == len(old) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after abort and kick, on old material: %v of %d", seen, len(old))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Neither resume nor abort is possible now.
+	if _, err := r.Resume(ctx); !errors.Is(err, ErrNotResumable) {
+		t.Errorf("resume after abort: %v", err)
+	}
+}
+
+// A server whose reload fails stops the rotation in trust_both, before any
+// member is touched.
+func TestReloadFailureStopsBeforeClients(t *testing.T) {
+	f := newFixture(t, 3)
+	f.addClient("api-1", "api-1", false)
+	before := fingerprintOf(t, f.clients["api-1"].certFile)
+	must(t, os.WriteFile(f.cluster.Servers[1].ConfigFile, []byte("tls { this is not a config"), 0o644))
+	r, err := New(f.plan([]string{"api-1"}, nil), WithServers(f.servers()...), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if !errors.Is(err, ErrPhaseFailed) {
+		t.Fatalf("Run: %v, want ErrPhaseFailed", err)
+	}
+	last := res.Phases[len(res.Phases)-1]
+	if last.Name != PhaseTrustBoth || last.OK || !strings.Contains(last.Error, "n2") {
+		t.Errorf("last phase %+v", last)
+	}
+	if len(res.Waves) != 0 {
+		t.Errorf("waves ran: %+v", res.Waves)
+	}
+	if got := fingerprintOf(t, f.clients["api-1"].certFile); got != before {
+		t.Errorf("member files touched")
+	}
+}
+
+// A member that cannot come back on new material after the revoke kick
+// fails the revoke phase.
+func TestRevokeKickedMemberNeverReturns(t *testing.T) {
+	f := newFixture(t, 1)
+	f.addClient("api-1", "api-1", false)
+	f.addClient("s1", "", true)
+	s1 := f.clients["s1"]
+	oldCert, _ := os.ReadFile(s1.certFile)
+	oldKey, _ := os.ReadFile(s1.keyFile)
+	var once sync.Once
+	hook := func(e Event) {
+		if e.Kind == PhaseStarted && e.Phase == PhaseRevoke {
+			once.Do(func() {
+				// Configuration management puts the old leaf back and
+				// the member restarts on it: a straggler.
+				must(t, os.WriteFile(s1.keyFile, oldKey, 0o600))
+				must(t, os.WriteFile(s1.certFile, oldCert, 0o644))
+				must(t, s1.restart())
+			})
+		}
+	}
+	p := f.plan([]string{"api-1"}, []string{"s1"})
+	p.Timeouts.Return = 3 * time.Second
+	r, err := New(p, WithServers(f.servers()...), WithTarget("static", &target{f: f}), WithEvents(hook), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if !errors.Is(err, ErrPhaseFailed) {
+		t.Fatalf("Run: %v, want ErrPhaseFailed", err)
+	}
+	last := res.Phases[len(res.Phases)-1]
+	if last.Name != PhaseRevoke || !strings.Contains(last.Error, "s1") {
+		t.Errorf("last phase %+v", last)
+	}
+	if len(res.Kicks) == 0 || res.Kicks[0].Returned {
+		t.Errorf("kicks %+v", res.Kicks)
+	}
+}
+
+func TestProbeOutcomes(t *testing.T) {
+	f := newFixture(t, 1)
+	s := f.cluster.Servers[0]
+	oldLeaf, err := f.old.Issue("p-old", "client")
+	must(t, err)
+	newLeaf, err := f.new.Issue("p-new", "client")
+	must(t, err)
+	ctx := testContext(t)
+	po := &Probe{Cert: oldLeaf.TLSCertificate(), Roots: f.roots}
+	pn := &Probe{Cert: newLeaf.TLSCertificate(), Roots: f.roots}
+	if r := po.Run(ctx, s.Name, s.ClientURL); r.Outcome != Accepted || r.ServerCertSHA256 == "" {
+		t.Errorf("old probe on old trust: %+v", r)
+	}
+	if r := pn.Run(ctx, s.Name, s.ClientURL); r.Outcome != RejectedHandshake {
+		t.Errorf("new probe on old trust: %+v", r)
+	}
+	if r := pn.Run(ctx, s.Name, "tls://127.0.0.1:1"); r.Outcome != Unreachable {
+		t.Errorf("closed port: %+v", r)
+	}
+}
