@@ -26,6 +26,16 @@
 //	defer src.Close()
 //	nc, err := nats.Connect(url, nats.ClientTLSConfig(src.Cert, src.RootCAs))
 //
+// A set is all the files together: a certificate whose key is not yet
+// written, or roots that do not parse, hold the whole set back, and the
+// next file-system event, re-check or Refresh tries again. Writers should
+// still write the key before the certificate, each renamed over the old
+// file (pki.Leaf.WriteFiles does).
+//
+// All FileSources of a process share one fsnotify watcher (Linux allows a
+// user 128 inotify instances by default), started with the first source
+// and stopped with the last Close.
+//
 // Cert and RootCAs do no file I/O and take no lock: they read an atomic
 // pointer to an immutable set. Every outcome (loaded, rejected with its
 // reason, unchanged) goes to subscribers, to log/slog and to the Metrics

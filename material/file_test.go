@@ -605,3 +605,42 @@ func TestConcurrentReaders(t *testing.T) {
 		t.Error(msg)
 	}
 }
+
+func TestRoleAndClockSkew(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCA(t, "CA")
+	write := func(l *pki.Leaf) Files {
+		f := Files{Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")}
+		if err := l.WriteFiles(f.Cert, f.Key); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	load := func(f Files, opts ...FileOption) error {
+		src, err := NewFileSource(context.Background(), f, append(opts, WithLogger(quiet))...)
+		if err == nil {
+			src.Close()
+		}
+		return err
+	}
+	server, err := ca.Issue("server", pki.RoleServer, pki.WithDNSNames("nats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := write(server)
+	if err := load(f); !errors.Is(err, pki.ErrInvalid) || !strings.Contains(err.Error(), pki.CodeWrongUsage) {
+		t.Errorf("server leaf as a client: %v", err)
+	}
+	if err := load(f, WithRole(pki.RoleServer)); err != nil {
+		t.Errorf("server leaf as a server: %v", err)
+	}
+	// Issued by a CA whose clock runs 30 s ahead.
+	early := issue(t, ca, "early", pki.WithValidity(time.Now().Add(30*time.Second), time.Now().Add(time.Hour)))
+	f = write(early)
+	if err := load(f); err != nil {
+		t.Errorf("a leaf valid in 30 s, default skew: %v", err)
+	}
+	if err := load(f, WithClockSkew(0)); !errors.Is(err, pki.ErrInvalid) || !strings.Contains(err.Error(), pki.CodeNotYetValid) {
+		t.Errorf("a leaf valid in 30 s, no skew: %v", err)
+	}
+}
