@@ -360,25 +360,45 @@ func (o *Observer) judge(st *Status, agreed bool, scans int) (holdsButUnsettled 
 
 	// Expected members.
 	inScope := map[string]bool{} // member keys judged under WithExpectedOnly
-	for _, m := range o.cfg.members {
-		es := ExpectedStatus{Member: m}
-		fps := map[string]bool{}
-		for _, fp := range m.Fingerprints {
-			if n, ok := normalizeFingerprint(fp); ok {
-				fps[n] = true
-			}
-		}
+	byName, byPrint := map[string][]*Connection{}, map[string][]*Connection{}
+	if len(o.cfg.members) > 0 {
 		for i := range st.Connections {
 			c := &st.Connections[i]
 			if c.System || c.Superseded {
 				continue
 			}
-			if (m.Name != "" && c.Name == m.Name) ||
-				(m.Name == "" && (fps[c.CertSHA256] || fps[c.SPKISHA256])) {
-				es.Seen++
-				es.Counts.add(c.Class)
-				inScope[c.Member] = true
+			if c.Name != "" {
+				byName[c.Name] = append(byName[c.Name], c)
 			}
+			if c.CertSHA256 != "" {
+				byPrint[c.CertSHA256] = append(byPrint[c.CertSHA256], c)
+			}
+			if c.SPKISHA256 != "" && c.SPKISHA256 != c.CertSHA256 {
+				byPrint[c.SPKISHA256] = append(byPrint[c.SPKISHA256], c)
+			}
+		}
+	}
+	for _, m := range o.cfg.members {
+		es := ExpectedStatus{Member: m}
+		var matched []*Connection
+		if m.Name != "" {
+			matched = byName[m.Name]
+		} else {
+			seen := map[*Connection]bool{}
+			for _, fp := range m.Fingerprints {
+				n, _ := normalizeFingerprint(fp)
+				for _, c := range byPrint[n] {
+					if !seen[c] {
+						seen[c] = true
+						matched = append(matched, c)
+					}
+				}
+			}
+		}
+		for _, c := range matched {
+			es.Seen++
+			es.Counts.add(c.Class)
+			inScope[c.Member] = true
 		}
 		if es.Seen < m.want() {
 			st.MissingMembers = append(st.MissingMembers, m.String())
