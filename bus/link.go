@@ -426,9 +426,9 @@ func (l *link) verify(cs tls.ConnectionState) error {
 		a = nil
 	}
 	var pool *x509.CertPool
-	poolSet := false
+	poolSet, dialed := false, ""
 	if a != nil {
-		pool, poolSet = a.pool, a.poolSet
+		pool, poolSet, dialed = a.pool, a.poolSet, a.addr
 	}
 	l.mu.Unlock()
 	if !poolSet {
@@ -437,7 +437,7 @@ func (l *link) verify(cs tls.ConnectionState) error {
 			return fmt.Errorf("bus: roots: %w", err)
 		}
 	}
-	name, err := verifyServer(cs, pool, l.c.names.names(cs.ServerName))
+	name, err := verifyServer(cs, pool, l.c.names.names(cs.ServerName, dialed))
 	if a != nil {
 		l.mu.Lock()
 		if err != nil {

@@ -55,16 +55,25 @@ func newServerNames(urls []string, override string) serverNames {
 	return sn
 }
 
-// names lists the names a certificate may be valid for, given the
-// ServerName nats.go set for this dial; one must match.
-func (sn serverNames) names(serverName string) []string {
-	switch {
-	case sn.override != "":
+// names lists the names a certificate may be valid for, one of which must
+// match. serverName is the SNI crypto/tls sent: the name nats.go set,
+// empty when that was an IP; dialed is the address dialed.
+func (sn serverNames) names(serverName, dialed string) []string {
+	if sn.override != "" {
 		return []string{sn.override}
-	case serverName == "":
-		return sn.hosts
-	case net.ParseIP(serverName) == nil, sn.ips[serverName], len(sn.hosts) == 0:
+	}
+	if serverName != "" {
 		return []string{serverName}
+	}
+	host, _, err := net.SplitHostPort(dialed)
+	if err != nil {
+		host = dialed
+	}
+	if host == "" {
+		return sn.hosts
+	}
+	if sn.ips[host] || len(sn.hosts) == 0 || net.ParseIP(host) == nil {
+		return []string{host}
 	}
 	return sn.hosts
 }
