@@ -534,7 +534,11 @@ func (l *link) markUp(nc *nats.Conn, reconnected bool) {
 		est.serverID = nc.ConnectedServerId()
 	}
 	l.mu.Unlock()
-	l.upOnce.Do(func() { close(l.up) })
+	first := false
+	l.upOnce.Do(func() { first = true; close(l.up) })
+	if !reconnected && !first {
+		return // nats.go's ConnectHandler and connect both report it
+	}
 	if reconnected {
 		l.c.stats.reconnects.Add(1)
 	} else {
