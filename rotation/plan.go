@@ -282,7 +282,7 @@ func LoadPlan(path string) (*Plan, error) {
 	}
 	p, err := ParsePlan(bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("rotation: %s: %w", path, errors.Unwrap(err))
+		return nil, &pathError{msg: "rotation: " + path + ": " + strings.TrimPrefix(err.Error(), "rotation: "), err: err}
 	}
 	abs, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {
@@ -294,19 +294,91 @@ func LoadPlan(path string) (*Plan, error) {
 
 // ParsePlan decodes and checks a plan. Unknown fields are errors.
 func ParsePlan(r io.Reader) (*Plan, error) {
-	dec := yaml.NewDecoder(r)
+	src, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: read plan: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(src))
 	dec.KnownFields(true)
 	var p Plan
 	if err := dec.Decode(&p); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("rotation: %w: the plan is empty", ErrPlan)
 		}
-		return nil, fmt.Errorf("rotation: %w: %s", ErrPlan, strings.TrimPrefix(err.Error(), "yaml: "))
+		return nil, fmt.Errorf("rotation: %w: %s", ErrPlan, fieldsOf(src, err))
 	}
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// pathError puts the plan file's name in front of an error and keeps it
+// for errors.Is.
+type pathError struct {
+	msg string
+	err error
+}
+
+func (e *pathError) Error() string { return e.msg }
+func (e *pathError) Unwrap() error { return e.err }
+
+var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// fieldsOf rewrites a YAML decoding error so that each problem names the
+// field it is about ("line 7: workloads[0].waves.size: cannot unmarshal
+// ..."), found by walking the document to that line.
+func fieldsOf(src []byte, err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var root yaml.Node
+	if yaml.Unmarshal(src, &root) != nil {
+		return msg
+	}
+	return yamlLine.ReplaceAllStringFunc(msg, func(m string) string {
+		var line int
+		fmt.Sscanf(m, "line %d: ", &line)
+		if path := pathAt(&root, line, ""); path != "" {
+			return m + path + ": "
+		}
+		return m
+	})
+}
+
+// pathAt finds the dotted path of the key or value on line.
+func pathAt(n *yaml.Node, line int, prefix string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if p := pathAt(c, line, prefix); p != "" {
+				return p
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			path := k.Value
+			if prefix != "" {
+				path = prefix + "." + k.Value
+			}
+			if p := pathAt(v, line, path); p != "" {
+				return p
+			}
+			if k.Line == line {
+				return path
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if p := pathAt(c, line, fmt.Sprintf("%s[%d]", prefix, i)); p != "" {
+				return p
+			}
+		}
+	case yaml.ScalarNode:
+		if n.Line == line {
+			return prefix
+		}
+	}
+	return ""
 }
 
 // Validate checks the plan and names the first field that is wrong.

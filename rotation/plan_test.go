@@ -1,0 +1,66 @@
+package rotation
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestExamplePlanIsValid(t *testing.T) {
+	p, err := LoadPlan("../docs/plan.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := p.Schedule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Waves) != 3 || s.Waves[2].Workload != "billing" {
+		t.Errorf("waves %+v", s.Waves)
+	}
+	if !s.Budget.Fits || s.Budget.Total <= 0 {
+		t.Errorf("budget %+v", s.Budget)
+	}
+}
+
+// Every broken plan names the field and the problem.
+func TestInvalidPlansNameTheField(t *testing.T) {
+	const base = `
+name: x
+servers:
+  - {client_url: "tls://a:4222", monitor_url: "http://a:8222", ca_file: ca.pem, reload: {method: none}}
+material: {server_ca: s.pem, old_client_ca: o.pem, new_client_ca: n.pem, new_client_ca_key: nk.pem, old_client_ca_key: ok.pem}
+workloads:
+  - name: w
+    mode: reload
+    members:
+      - {name: m1, cert_file: c.pem, key_file: k.pem}
+`
+	for _, tc := range []struct{ name, plan, want string }{
+		{"unknown field", strings.Replace(base, "name: x", "name: x\nwaves_per_hour: 3", 1), "waves_per_hour"},
+		{"unknown nested field", strings.Replace(base, "mode: reload", "mode: reload\n    restart_cmd: x", 1), "restart_cmd"},
+		{"bad mode", strings.Replace(base, "mode: reload", "mode: rolling", 1), `workloads[0].mode: "rolling" is not one of restart, reload`},
+		{"bad reload", strings.Replace(base, "method: none", "method: hup", 1), `servers[0].reload.method: "hup"`},
+		{"signal without pid", strings.Replace(base, "method: none", "method: signal", 1), "servers[0].reload: method signal needs pid or pid_file"},
+		{"missing cert_file", strings.Replace(base, "cert_file: c.pem, ", "", 1), "workloads[0].members[0].cert_file: required"},
+		{"bad match", strings.Replace(base, "{name: m1,", "{name: m1, match: cn,", 1), `workloads[0].members[0].match: "cn"`},
+		{"bad duration", strings.Replace(base, "name: x", "name: x\nsla: soon", 1), "sla"},
+		{"bad gate action", strings.Replace(base, "name: x", "name: x\non_gate_failure: ignore", 1), `on_gate_failure: "ignore"`},
+		{"restart in reload mode", strings.Replace(base, "mode: reload", "mode: reload\n    restart: {run: x}", 1), "workloads[0].restart"},
+		{"bad regexp", strings.Replace(base, "mode: reload", "mode: reload\n    gates: {log: {file: l, patterns: [{name: a, regexp: \"(\"}]}}", 1), "workloads[0].gates.log.patterns[0].regexp"},
+		{"empty", "", "empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParsePlan(strings.NewReader(tc.plan))
+			if !errors.Is(err, ErrPlan) {
+				t.Fatalf("err = %v, want ErrPlan", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %q, want it to name %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := ParsePlan(strings.NewReader(base)); err != nil {
+		t.Fatalf("base plan: %v", err)
+	}
+}
