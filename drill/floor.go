@@ -14,23 +14,28 @@ import (
 // fleet reconnects in parallel, and 8 is what the baseline notes measured.
 const floorDialers = 8
 
-// floor is the handshake floor: how fast the cluster accepts new mTLS
+// Floor is the handshake floor: how fast the cluster accepts new mTLS
 // connections under the run's own load, hence the least time n members
 // can take to move.
-type floor struct {
-	Dials    int
-	Failed   int
-	Elapsed  time.Duration
-	PerSec   float64
-	Duration time.Duration // n / PerSec
+type Floor struct {
+	// Dials is how many connects were timed, Failed how many failed.
+	Dials, Failed int
+	// Elapsed is the time all dials took.
+	Elapsed time.Duration
+	// PerSec is the handshake rate: successful dials per second.
+	PerSec float64
+	// Duration is members / PerSec: the least time the fleet's members
+	// take to move to new material, one handshake each.
+	Duration time.Duration
 }
 
 // measureFloor times n full mTLS NATS connects (TLS handshake, CONNECT,
-// PING/PONG), spread over the servers, with floorDialers at once.
-func measureFloor(ctx context.Context, s *setup, n int) (floor, error) {
+// PING/PONG), spread over the servers, with floorDialers at once, and
+// works out the floor of a fleet of members.
+func measureFloor(ctx context.Context, s *setup, n, members int) (Floor, error) {
 	cert, err := s.harnessCert("natscert drill floor")
 	if err != nil {
-		return floor{}, err
+		return Floor{}, err
 	}
 	tlsConf := s.harnessTLS(cert)
 	var next, failed atomic.Int64
@@ -64,7 +69,7 @@ func measureFloor(ctx context.Context, s *setup, n int) (floor, error) {
 		}()
 	}
 	wg.Wait()
-	f := floor{Dials: n, Failed: int(failed.Load()), Elapsed: time.Since(start)}
+	f := Floor{Dials: n, Failed: int(failed.Load()), Elapsed: time.Since(start)}
 	if err := ctx.Err(); err != nil {
 		return f, fmt.Errorf("drill: floor: %w", err)
 	}
@@ -72,6 +77,6 @@ func measureFloor(ctx context.Context, s *setup, n int) (floor, error) {
 		return f, fmt.Errorf("drill: floor: every dial failed: %w", firstErr)
 	}
 	f.PerSec = float64(n-f.Failed) / f.Elapsed.Seconds()
-	f.Duration = time.Duration(float64(n) / f.PerSec * float64(time.Second))
+	f.Duration = time.Duration(float64(members) / f.PerSec * float64(time.Second))
 	return f, nil
 }

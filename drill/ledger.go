@@ -108,3 +108,10 @@ func (l *ledger) has(s uint64) bool {
 	w := s / 64
 	return w < uint64(len(l.seen)) && l.seen[w]&(1<<(s%64)) != 0
 }
+
+// max is the highest sequence number received.
+func (l *ledger) max() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.maxSeen
+}

@@ -17,12 +17,17 @@ const sampleEvery = 250 * time.Millisecond
 // view classifies what the servers see: connections presenting a member's
 // old leaf, a member's new leaf, or anything else (harness, probes).
 type view struct {
-	old, new map[string]bool // cert_sha256 -> true
+	old, new map[string]int // cert_sha256 -> member index
+	members  int
 }
 
 // count reads every server's connection list in-process (the same data
 // /connz?auth=true serves, without the HTTP round trip) and classifies it.
-func (v *view) count(servers []*embedded.Server) (old, new, other int) {
+// onNew[i] is true when member i has a connection on new material and none
+// on old.
+func (v *view) count(servers []*embedded.Server) (old, new, other int, onNew []bool) {
+	hasOld := make([]bool, v.members)
+	hasNew := make([]bool, v.members)
 	for _, s := range servers {
 		ns := s.NATS
 		if ns == nil {
@@ -37,17 +42,22 @@ func (v *view) count(servers []*embedded.Server) (old, new, other int) {
 			if len(c.TLSPeerCerts) > 0 {
 				fp = c.TLSPeerCerts[0].CertSha256
 			}
-			switch {
-			case v.old[fp]:
+			if i, ok := v.old[fp]; ok {
 				old++
-			case v.new[fp]:
+				hasOld[i] = true
+			} else if i, ok := v.new[fp]; ok {
 				new++
-			default:
+				hasNew[i] = true
+			} else {
 				other++
 			}
 		}
 	}
-	return old, new, other
+	onNew = make([]bool, v.members)
+	for i := range onNew {
+		onNew[i] = hasNew[i] && !hasOld[i]
+	}
+	return old, new, other, onNew
 }
 
 // sampler records the timeline until its context ends.
@@ -62,6 +72,7 @@ type sampler struct {
 
 	mu      sync.Mutex
 	samples []report.Sample
+	onNewAt []time.Time // when each member was first seen on new material only
 }
 
 func (s *sampler) run(ctx context.Context) {
@@ -73,7 +84,7 @@ func (s *sampler) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			old, nw, other := s.view.count(s.servers)
+			old, nw, other, onNew := s.view.count(s.servers)
 			recv, fail := s.received(), s.failures()
 			smp := report.Sample{
 				T:   now.Sub(s.start).Milliseconds(),
@@ -84,12 +95,31 @@ func (s *sampler) run(ctx context.Context) {
 			lastT, lastRecv, lastFail = now, recv, fail
 			s.mu.Lock()
 			s.samples = append(s.samples, smp)
+			if s.onNewAt == nil {
+				s.onNewAt = make([]time.Time, len(onNew))
+			}
+			for i, ok := range onNew {
+				if ok && s.onNewAt[i].IsZero() {
+					s.onNewAt[i] = now
+				}
+			}
 			s.mu.Unlock()
 			if s.progress != nil {
 				s.progress(Event{Time: now, Elapsed: now.Sub(s.start), Kind: EventSample, Sample: &smp, Lost: s.lost()})
 			}
 		}
 	}
+}
+
+// firstOnNew is when member i was first seen on new material only; zero
+// when never.
+func (s *sampler) firstOnNew(i int) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < len(s.onNewAt) {
+		return s.onNewAt[i]
+	}
+	return time.Time{}
 }
 
 func (s *sampler) timeline() []report.Sample {
