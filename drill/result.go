@@ -326,7 +326,9 @@ func (r *Result) verdictLine() string {
 func (r *Result) WriteSummary(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	rep := r.Report
-	p := func(k, format string, args ...any) { fmt.Fprintf(tw, "  %s\t"+format+"\n", append([]any{k}, args...)...) }
+	p := func(k, format string, args ...any) {
+		fmt.Fprintf(tw, "  %s\t"+format+"\n", append([]any{k}, args...)...)
+	}
 	fmt.Fprintf(tw, "natscert drill: %s strategy, %d clients, %d servers, %d waves\n", r.Config.Strategy, r.Config.Clients, r.Config.Servers, r.Config.Waves)
 	p("duration", "%v", r.Duration.Round(100*time.Millisecond))
 	p("messages", "%d published x %d members = %d expected in the window", r.Messages.Published, r.Config.Clients, r.Messages.Expected)
