@@ -25,7 +25,8 @@ const (
 
 // Options describe a cluster to start.
 type Options struct {
-	// Dir holds every server's configuration and material. Required.
+	// Dir holds every server's configuration and material; it is created
+	// when missing. Required.
 	Dir string
 	// Servers is the number of servers; more than one forms a cluster
 	// with routes on loopback. Default 1.
@@ -98,6 +99,9 @@ func Start(o Options) (*Cluster, error) {
 	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = 2 * time.Second
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	c := &Cluster{ServerCA: o.ServerCA, Dir: o.Dir}
 	if c.ServerCA == nil {
