@@ -201,3 +201,10 @@ func (d *countingDialer) Dial(network, addr string) (net.Conn, error) {
 	d.n.Add(1)
 	return d.nd.Dial(network, addr)
 }
+
+func connectOne(t *testing.T, url string, opts ...Option) (*Conn, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return Connect(ctx, url, opts...)
+}
