@@ -1,0 +1,571 @@
+package rotation
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/natscert/natscert/pki"
+)
+
+// Host e2e tests run real nats-server and examples/worker processes. They
+// are slow and run without -race in CI:
+//
+//	NATSCERT_E2E=1 go test -count=1 -run E2E ./rotation/...
+func requireE2E(t *testing.T) {
+	t.Helper()
+	if os.Getenv("NATSCERT_E2E") != "1" {
+		t.Skip("host e2e test: set NATSCERT_E2E=1 to run it (builds nats-server, runs real processes)")
+	}
+}
+
+var (
+	binOnce sync.Once
+	bins    struct{ natsServer, worker, natscert string }
+	binErr  error
+)
+
+// binaries builds nats-server (scripts/build-nats-server.sh), the example
+// worker and natscert, once per test binary.
+func binaries(t *testing.T) (natsServer, worker, natscert string) {
+	t.Helper()
+	binOnce.Do(func() {
+		root, err := filepath.Abs("..")
+		if err != nil {
+			binErr = err
+			return
+		}
+		out, err := exec.Command(filepath.Join(root, "scripts", "build-nats-server.sh")).Output()
+		if err != nil {
+			binErr = fmt.Errorf("build nats-server: %w", err)
+			return
+		}
+		bins.natsServer = strings.TrimSpace(string(out))
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			binErr = err
+			return
+		}
+		dir := filepath.Join(cache, "natscert", "e2e")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			binErr = err
+			return
+		}
+		bins.worker, bins.natscert = filepath.Join(dir, "worker"), filepath.Join(dir, "natscert")
+		for pkg, out := range map[string]string{"./examples/worker": bins.worker, "./cmd/natscert": bins.natscert} {
+			cmd := exec.Command("go", "build", "-o", out, pkg)
+			cmd.Dir = root
+			if b, err := cmd.CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("go build %s: %w: %s", pkg, err, b)
+				return
+			}
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return bins.natsServer, bins.worker, bins.natscert
+}
+
+// hostFixture is a 3-node cluster of nats-server processes with mTLS and
+// file-based configuration, and example workers under a supervisor that
+// restarts them when they exit (as systemd's Restart=always does).
+type hostFixture struct {
+	t        *testing.T
+	dir      string
+	old, new *pki.CA
+	serverCA *pki.CA
+	servers  []*hostProc
+	workers  map[string]*workerProc
+	worker   string
+}
+
+type hostProc struct {
+	name                       string
+	port, httpPort, routePort  int
+	conf, pidFile, caFile, log string
+	cmd                        *exec.Cmd
+}
+
+func freeHostPorts(t *testing.T, n int) []int {
+	var ls []net.Listener
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		must(t, err)
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+var hostConf = template.Must(template.New("conf").Parse(`server_name: {{.S.Name}}
+listen: "127.0.0.1:{{.S.Port}}"
+http: "127.0.0.1:{{.S.HTTPPort}}"
+pid_file: "{{.S.PidFile}}"
+tls {
+  cert_file: "{{.Dir}}/{{.S.Name}}.pem"
+  key_file: "{{.Dir}}/{{.S.Name}}-key.pem"
+  ca_file: "{{.S.CAFile}}"
+  verify: true
+  timeout: 2
+}
+accounts {
+  SYS { users: [ { user: sys, password: sys-e2e } ] }
+  APP { users: [ { user: app, password: app-unused } ] }
+}
+system_account: SYS
+no_auth_user: app
+cluster {
+  name: e2e
+  listen: "127.0.0.1:{{.S.RoutePort}}"
+  routes: [{{range $i, $r := .Routes}}{{if $i}}, {{end}}"nats-route://127.0.0.1:{{$r}}"{{end}}]
+}
+`))
+
+func newHostFixture(t *testing.T) *hostFixture {
+	t.Helper()
+	natsServer, worker, _ := binaries(t)
+	dir := t.TempDir()
+	f := &hostFixture{t: t, dir: dir, workers: map[string]*workerProc{}, worker: worker}
+	var err error
+	f.old, err = pki.NewCA("e2e old clients CA")
+	must(t, err)
+	f.new, err = pki.NewCA("e2e new clients CA")
+	must(t, err)
+	f.serverCA, err = pki.NewCA("e2e server CA")
+	must(t, err)
+	must(t, f.old.WriteFiles(f.path("old-ca.pem"), f.path("old-ca-key.pem")))
+	must(t, f.new.WriteFiles(f.path("new-ca.pem"), f.path("new-ca-key.pem")))
+	must(t, pki.WriteFileAtomic(f.path("server-ca.pem"), f.serverCA.CertPEM, 0o644))
+	ports := freeHostPorts(t, 9)
+	for i := 0; i < 3; i++ {
+		name := fmt.Sprintf("n%d", i+1)
+		s := &hostProc{name: name, port: ports[3*i], httpPort: ports[3*i+1], routePort: ports[3*i+2],
+			conf: f.path(name + ".conf"), pidFile: f.path(name + ".pid"), caFile: f.path(name + "-client-ca.pem"), log: f.path(name + ".log")}
+		leaf, err := f.serverCA.Issue("e2e "+name, pki.RoleServer, pki.WithDNSNames("localhost"), pki.WithIPs(net.IPv4(127, 0, 0, 1)))
+		must(t, err)
+		must(t, leaf.WriteFiles(f.path(name+".pem"), f.path(name+"-key.pem")))
+		must(t, pki.WriteFileAtomic(s.caFile, f.old.CertPEM, 0o644))
+		f.servers = append(f.servers, s)
+	}
+	for _, s := range f.servers {
+		var routes []int
+		for _, o := range f.servers {
+			if o != s {
+				routes = append(routes, o.routePort)
+			}
+		}
+		var b bytes.Buffer
+		must(t, hostConf.Execute(&b, map[string]any{"S": map[string]any{
+			"Name": s.name, "Port": s.port, "HTTPPort": s.httpPort, "RoutePort": s.routePort, "PidFile": s.pidFile, "CAFile": s.caFile,
+		}, "Dir": dir, "Routes": routes}))
+		must(t, os.WriteFile(s.conf, b.Bytes(), 0o644))
+		logf, err := os.Create(s.log)
+		must(t, err)
+		s.cmd = exec.Command(natsServer, "-c", s.conf)
+		s.cmd.Stdout, s.cmd.Stderr = logf, logf
+		must(t, s.cmd.Start())
+		logf.Close()
+		t.Cleanup(func() {
+			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = s.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = s.cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	// Ready: every monitor answers and every server has its two routes.
+	deadline := time.Now().Add(30 * time.Second)
+	for _, s := range f.servers {
+		for {
+			var rz struct {
+				NumRoutes int `json:"num_routes"`
+			}
+			err := getJSON(fmt.Sprintf("http://127.0.0.1:%d/routez", s.httpPort), &rz)
+			if err == nil && rz.NumRoutes >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				log, _ := os.ReadFile(s.log)
+				t.Fatalf("%s not ready: %v routes=%d\n%s", s.name, err, rz.NumRoutes, log)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return f
+}
+
+func getJSON(url string, v any) error {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (f *hostFixture) path(name string) string { return filepath.Join(f.dir, name) }
+
+func (f *hostFixture) urls() string {
+	var us []string
+	for _, s := range f.servers {
+		us = append(us, fmt.Sprintf("tls://127.0.0.1:%d", s.port))
+	}
+	return strings.Join(us, ",")
+}
+
+// workerProc is one examples/worker process under a supervisor.
+type workerProc struct {
+	id                string
+	certFile, keyFile string
+	pidFile, log      string
+	env               []string
+
+	mu     sync.Mutex
+	starts int
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// addWorker issues the worker's old leaf and starts it under supervision.
+func (f *hostFixture) addWorker(id string, env ...string) *workerProc {
+	t := f.t
+	leaf, err := f.old.Issue("worker "+id, pki.RoleClient)
+	must(t, err)
+	w := &workerProc{id: id, certFile: f.path(id + ".pem"), keyFile: f.path(id + "-key.pem"),
+		pidFile: f.path(id + ".pid"), log: f.path(id + ".log"), stop: make(chan struct{}), done: make(chan struct{})}
+	must(t, leaf.WriteFiles(w.certFile, w.keyFile))
+	w.env = append(os.Environ(),
+		"NATS_URL="+f.urls(), "NATS_TLS_CA="+f.path("server-ca.pem"),
+		"NATS_TLS_CERT="+w.certFile, "NATS_TLS_KEY="+w.keyFile,
+		"WORKER_PUBLISH_INTERVAL=250ms", "WORKER_PREFIX=e2e", "NATSCERT_SPREAD=200ms")
+	w.env = append(w.env, env...)
+	f.workers[id] = w
+	go w.supervise(f.worker)
+	t.Cleanup(w.close)
+	return w
+}
+
+func (w *workerProc) supervise(bin string) {
+	defer close(w.done)
+	for {
+		logf, err := os.OpenFile(w.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return
+		}
+		cmd := exec.Command(bin)
+		cmd.Env = w.env
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return
+		}
+		_ = pki.WriteFileAtomic(w.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
+		w.mu.Lock()
+		w.starts++
+		w.mu.Unlock()
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		select {
+		case <-w.stop:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+			logf.Close()
+			return
+		case <-exited:
+			logf.Close()
+		}
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (w *workerProc) close() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+func (w *workerProc) startCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.starts
+}
+
+// writePlan writes a plan over the fixture: two workloads of three
+// workers each, waves of two.
+func (f *hostFixture) writePlan(named, unnamed []string, mode Mode) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: e2e\nstate_dir: %s\non_gate_failure: abort\n", f.path("state"))
+	b.WriteString("servers:\n")
+	for _, s := range f.servers {
+		fmt.Fprintf(&b, `  - name: %s
+    client_url: tls://127.0.0.1:%d
+    monitor_url: http://127.0.0.1:%d
+    system: {user: sys, password: sys-e2e}
+    reload: {method: signal, pid_file: %s}
+    ca_file: %s
+`, s.name, s.port, s.httpPort, s.pidFile, s.caFile)
+	}
+	fmt.Fprintf(&b, `material:
+  server_ca: %s
+  old_client_ca: %s
+  old_client_ca_key: %s
+  new_client_ca: %s
+  new_client_ca_key: %s
+budget: {reconnect_wait: 2s, handshake_timeout: 2s, restart_time: 1s}
+timeouts: {reload: 30s, converge: 60s, return: 30s}
+workloads:
+`, f.path("server-ca.pem"), f.path("old-ca.pem"), f.path("old-ca-key.pem"), f.path("new-ca.pem"), f.path("new-ca-key.pem"))
+	restart := ""
+	if mode == ModeRestart {
+		restart = fmt.Sprintf("    restart: {run: 'kill -TERM \"$(cat %s/{{.Member}}.pid)\" && sleep 1'}\n", f.dir)
+	}
+	for _, wl := range []struct {
+		name  string
+		ids   []string
+		match MatchBy
+	}{{"named", named, MatchName}, {"static", unnamed, MatchFingerprint}} {
+		fmt.Fprintf(&b, `  - name: %s
+    mode: %s
+%s    waves: {size: 2}
+    gates:
+      timeout: 60s
+      settle: 1s
+      log: {file: "%s/{{.Member}}.log"}
+    members:
+`, wl.name, mode, restart, f.dir)
+		for _, id := range wl.ids {
+			w := f.workers[id]
+			fmt.Fprintf(&b, "      - {name: %s, match: %s, cert_file: %s, key_file: %s}\n", id, wl.match, w.certFile, w.keyFile)
+		}
+	}
+	path := f.path("plan.yaml")
+	must(f.t, os.WriteFile(path, []byte(b.String()), 0o644))
+	return path
+}
+
+// waitPresent waits until every worker's old leaf is seen by the servers.
+func (f *hostFixture) waitPresent(n int) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		seen := 0
+		for _, s := range f.servers {
+			var cz struct {
+				Conns []struct {
+					Certs []struct {
+						Cert string `json:"cert_sha256"`
+					} `json:"tls_peer_certs"`
+				} `json:"connections"`
+			}
+			if getJSON(fmt.Sprintf("http://127.0.0.1:%d/connz?auth=true", s.httpPort), &cz) == nil {
+				for _, c := range cz.Conns {
+					if len(c.Certs) > 0 {
+						seen++
+					}
+				}
+			}
+		}
+		if seen >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("only %d of %d workers connected", seen, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (f *hostFixture) dumpLogs() {
+	for id, w := range f.workers {
+		b, _ := os.ReadFile(w.log)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 8 {
+			lines = lines[len(lines)-8:]
+		}
+		f.t.Logf("worker %s (starts %d):\n  %s", id, w.startCount(), strings.Join(lines, "\n  "))
+	}
+}
+
+func checkProof(t *testing.T, res *Result) {
+	t.Helper()
+	if len(res.Proof) != 3 {
+		t.Fatalf("proof on %d servers, want 3", len(res.Proof))
+	}
+	for _, p := range res.Proof {
+		if !p.OK || p.Old.Outcome != RejectedHandshake || p.New.Outcome != Accepted || p.OldRemaining != 0 {
+			t.Errorf("proof %s: old %s (%s), new %s, old remaining %d", p.Server, p.Old.Outcome, p.Old.Detail, p.New.Outcome, p.OldRemaining)
+		}
+	}
+}
+
+// Client CA rotation in reload mode: six bus workers (reconnect strategy),
+// one workload named, one matched by fingerprint; no worker restarts.
+func TestE2EReloadMode(t *testing.T) {
+	requireE2E(t)
+	f := newHostFixture(t)
+	named := []string{"api-1", "api-2", "api-3"}
+	unnamed := []string{"fp-1", "fp-2", "fp-3"}
+	for _, id := range named {
+		f.addWorker(id, "NATS_CLIENT_NAME="+id, "NATSCERT_STRATEGY=reconnect")
+	}
+	for _, id := range unnamed {
+		f.addWorker(id, "NATSCERT_STRATEGY=reconnect") // the bus names it after the host: shared, so matched by fingerprint
+	}
+	f.waitPresent(6)
+	p, err := LoadPlan(f.writePlan(named, unnamed, ModeReload))
+	must(t, err)
+	r, err := New(p, WithPollInterval(200*time.Millisecond))
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 110*time.Second)
+	defer cancel()
+	res, err := r.Run(ctx)
+	if err != nil {
+		f.dumpLogs()
+		for _, ph := range res.Phases {
+			t.Logf("%s ok=%v %s %s", ph.Name, ph.OK, ph.Observed, ph.Error)
+		}
+		t.Fatalf("Run: %v", err)
+	}
+	checkProof(t, res)
+	for id, w := range f.workers {
+		if n := w.startCount(); n != 1 {
+			t.Errorf("worker %s started %d times, want 1 (no restart in reload mode)", id, n)
+		}
+	}
+}
+
+// Client CA rotation in restart mode through the CLI, with the runner
+// SIGKILLed mid-wave (a restart left in doubt) and resumed: it finishes
+// with the proof and never restarts a finished member again.
+func TestE2ERestartModeKilledAndResumed(t *testing.T) {
+	requireE2E(t)
+	_, _, natscert := binaries(t)
+	f := newHostFixture(t)
+	named := []string{"api-1", "api-2", "api-3"}
+	unnamed := []string{"st-1", "st-2", "st-3"}
+	for _, id := range named {
+		f.addWorker(id, "NATS_CLIENT_NAME="+id, "NATSCERT_STRATEGY=none")
+	}
+	for _, id := range unnamed {
+		f.addWorker(id, "WORKER_STATIC=1") // today's code, no name
+	}
+	f.waitPresent(6)
+	plan := f.writePlan(named, unnamed, ModeRestart)
+	journal := filepath.Join(f.path("state"), JournalFile)
+
+	// Run, and SIGKILL the runner once the restart of api-3 (second wave
+	// of the first workload) has begun.
+	run := exec.Command(natscert, "rotate", "run", "-f", plan, "--json")
+	var out bytes.Buffer
+	run.Stdout, run.Stderr = &out, &out
+	must(t, run.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- run.Wait() }()
+	killed := false
+	deadline := time.Now().Add(90 * time.Second)
+	for !killed {
+		b, _ := os.ReadFile(journal)
+		if bytes.Contains(b, []byte(`"step":"restart:api-3","state":"begin"`)) {
+			_ = run.Process.Signal(syscall.SIGKILL)
+			killed = true
+			break
+		}
+		select {
+		case err := <-exited:
+			f.dumpLogs()
+			t.Fatalf("runner ended before the kill: %v\n%s", err, out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			_ = run.Process.Kill()
+			t.Fatalf("restart of api-3 never began:\n%s", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	<-exited
+	// The killed run left a restart in doubt.
+	b, _ := os.ReadFile(journal)
+	if bytes.Contains(b, []byte(`"step":"restart:api-3","state":"done"`)) {
+		t.Log("the restart finished before the kill landed; resume still must not repeat it")
+	}
+
+	// A second run refuses; resume finishes.
+	if code := exitCode(exec.Command(natscert, "rotate", "run", "-f", plan).Run()); code != 2 {
+		t.Errorf("run over an unfinished journal: exit %d, want 2", code)
+	}
+	resume := exec.Command(natscert, "rotate", "resume", "-f", plan, "--json", "--out", f.path("report"))
+	out.Reset()
+	resume.Stdout, resume.Stderr = &out, &out
+	if err := resume.Run(); err != nil {
+		f.dumpLogs()
+		t.Fatalf("resume: %v\n%s", err, out.String())
+	}
+	var res *Result
+	for _, line := range strings.Split(out.String(), "\n") {
+		var v struct {
+			Kind   string  `json:"kind"`
+			Result *Result `json:"result"`
+		}
+		if json.Unmarshal([]byte(line), &v) == nil && v.Kind == "result" {
+			res = v.Result
+		}
+	}
+	if res == nil {
+		t.Fatalf("no result in output:\n%s", out.String())
+	}
+	checkProof(t, res)
+	for id, w := range f.workers {
+		if n := w.startCount(); n != 2 {
+			t.Errorf("worker %s started %d times, want 2 (one restart, never repeated)", id, n)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(f.path("report"), "report.json")); err != nil {
+		t.Errorf("report: %v", err)
+	}
+}
+
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+
