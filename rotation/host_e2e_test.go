@@ -567,5 +567,3 @@ func exitCode(err error) int {
 	}
 	return -1
 }
-
-
