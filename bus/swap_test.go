@@ -1,0 +1,200 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type scenario struct {
+	servers       int
+	dnsOnly       bool
+	members       int
+	memberServers []int // servers members are given the URLs of
+	pubServer     int
+	rate, reqRate int
+	rounds        int
+	spread        time.Duration
+	limit         int
+	strategy      Strategy
+}
+
+type outcome struct {
+	published          uint64
+	lost, dups, reords int
+	reqOK, reqFail     int64
+	swaps, cross       uint64
+	overlap            uint64
+	converge           []time.Duration // per round: new material set to all members on it, old gone
+}
+
+func (o outcome) String() string {
+	return fmt.Sprintf("published %d, lost %d, duplicates %d, reordered %d, requests ok %d failed %d, swaps %d (cross-server %d), overlap deliveries %d, convergence %v",
+		o.published, o.lost, o.dups, o.reords, o.reqOK, o.reqFail, o.swaps, o.cross, o.overlap, o.converge)
+}
+
+// runScenario starts a cluster, members under traffic, rotates their
+// material sc.rounds times and counts what was lost, duplicated and
+// reordered, and which requests failed.
+func runScenario(t testing.TB, sc scenario) outcome {
+	tt, _ := t.(*testing.T)
+	var f *fixture
+	if tt != nil {
+		f = newFixture(tt, sc.servers, sc.dnsOnly)
+	} else {
+		t.Fatal("runScenario needs a *testing.T")
+	}
+	if sc.strategy == "" {
+		sc.strategy = StrategySwap
+	}
+	rootsPEM, err := os.ReadFile(f.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	var urls []string
+	for _, i := range sc.memberServers {
+		urls = append(urls, f.cluster.Servers[i].ClientURL)
+	}
+	if len(urls) == 0 {
+		urls = f.cluster.ClientURLs()
+	}
+	limiter := NewSwapLimiter(max(sc.limit, 1))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	members := make([]*member, sc.members)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range members {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(i int) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			members[i] = startMember(t, ctx, strings.Join(urls, ","), fmt.Sprintf("member-%d", i),
+				WithSource(src), WithStrategy(sc.strategy), WithSpread(sc.spread), WithSwapLimiter(limiter),
+				WithLogger(testLogger(tt)), WithBackoff(50*time.Millisecond, 2*time.Second))
+		}(i)
+	}
+	wg.Wait()
+	defer func() {
+		for _, m := range members {
+			_ = m.c.Close()
+		}
+	}()
+	pubURL := f.cluster.Servers[sc.pubServer].ClientURL
+	pub := plainClient(t, pubURL, f.ca, f.caFile, "publisher")
+	defer pub.Close()
+	req := plainClient(t, pubURL, f.ca, f.caFile, "requester")
+	defer req.Close()
+	warmUp(t, pub, members)
+
+	tr := startTraffic(t, pub, req, sc.rate, sc.reqRate)
+	time.Sleep(300 * time.Millisecond)
+	var out outcome
+	for r := 0; r < sc.rounds; r++ {
+		leaf := f.issue(f.ca, "member")
+		want := fp(leaf)
+		start := time.Now()
+		src.set(leaf, rootsPEM, true)
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			done := 0
+			for _, m := range members {
+				st := m.c.Status()
+				if st.Presented != nil && st.Presented.CertSHA256 == want && (sc.strategy != StrategySwap || st.Swaps >= uint64(r+1)) {
+					done++
+				}
+			}
+			if done == len(members) && allPresent(f, members, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				tr.end(t)
+				t.Fatalf("round %d: %d of %d members on the new material", r, done, len(members))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		out.converge = append(out.converge, time.Since(start).Round(time.Millisecond))
+		time.Sleep(200 * time.Millisecond)
+	}
+	out.published = tr.end(t)
+	// Let deliveries finish.
+	deadline := time.Now().Add(15 * time.Second)
+	for _, m := range members {
+		for !m.ledger.has(out.published) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for _, m := range members {
+		out.lost += m.ledger.missing(out.published)
+		m.ledger.mu.Lock()
+		out.dups += m.ledger.dups
+		out.reords += m.ledger.reorders
+		m.ledger.mu.Unlock()
+		st := m.c.Status()
+		out.swaps += st.Swaps
+		out.cross += st.CrossServerSwaps
+		out.overlap += st.OverlapDeliveries
+	}
+	out.reqOK, out.reqFail = tr.reqOK.Load(), tr.reqFail.Load()
+	if e, ok := tr.lastErr.Load().(error); ok {
+		t.Logf("last request error: %v", e)
+	}
+	return out
+}
+
+// allPresent says whether the servers list every member exactly once,
+// with fingerprint want.
+func allPresent(f *fixture, members []*member, want string) bool {
+	for _, m := range members {
+		p := f.presented(m.c.Name())
+		if len(p) != 1 || p[0] != want {
+			return false
+		}
+	}
+	return true
+}
+
+func TestSwapOneServer(t *testing.T) {
+	out := runScenario(t, scenario{servers: 1, members: 4, rate: 300, reqRate: 30, rounds: 3, spread: 100 * time.Millisecond, limit: 2})
+	t.Log(out)
+	if out.lost != 0 || out.reqFail != 0 || out.swaps != 12 || out.reqOK == 0 {
+		t.Fatal(out)
+	}
+	if out.cross != 0 {
+		t.Fatalf("%d cross-server swaps on one server", out.cross)
+	}
+}
+
+// Members on two servers of three, the publisher and requester on the
+// third; server certificates with DNS names only, so the swap's pinned
+// dial to the old connection's IP must verify by host name.
+func TestSwapCluster(t *testing.T) {
+	out := runScenario(t, scenario{servers: 3, dnsOnly: true, members: 4, memberServers: []int{1, 2}, pubServer: 0,
+		rate: 300, reqRate: 30, rounds: 3, spread: 100 * time.Millisecond, limit: 2})
+	t.Log(out)
+	if out.lost != 0 || out.reqFail != 0 || out.swaps != 12 || out.reqOK == 0 {
+		t.Fatal(out)
+	}
+	if out.cross != 0 {
+		t.Fatalf("%d cross-server swaps with every server up", out.cross)
+	}
+}
+
+// 500 members, 3 servers, fan-out at 1,000 msg/s and 100 requests/s.
+func TestLoadSwap(t *testing.T) {
+	if os.Getenv("NATSCERT_LOAD") != "1" {
+		t.Skip("NATSCERT_LOAD=1 runs load tests")
+	}
+	out := runScenario(t, scenario{servers: 3, members: 500, memberServers: []int{0, 1, 2}, pubServer: 0,
+		rate: 1000, reqRate: 100, rounds: 2, spread: time.Second, limit: 16})
+	t.Log(out)
+	if out.lost != 0 || out.reqFail != 0 || out.swaps != 1000 {
+		t.Fatal(out)
+	}
+}
