@@ -66,10 +66,10 @@ type Config struct {
 	Waves int
 	// Steady is how long traffic runs before the rotation starts and again
 	// after it ends, so that both edges of the rotation are measured under
-	// load; default 8 s.
+	// load; default 15 s.
 	Steady time.Duration
 	// Pause is waited between waves, the time an operator lets a wave
-	// settle; default 3 s.
+	// settle; default 5 s.
 	Pause time.Duration
 	// Processes runs members as worker processes instead of goroutines.
 	Processes bool
@@ -98,8 +98,8 @@ const (
 	DefaultRequestRate    = 200
 	DefaultRequestTimeout = 2 * time.Second
 	DefaultWaves          = 4
-	DefaultSteady         = 8 * time.Second
-	DefaultPause          = 3 * time.Second
+	DefaultSteady         = 15 * time.Second
+	DefaultPause          = 5 * time.Second
 )
 
 // withDefaults returns c with every zero field set to its default, or an

@@ -41,7 +41,6 @@ type member struct {
 	ledger ledger
 
 	tlsFailures atomic.Int64 // TLS and authorization failures
-	attempts    atomic.Int64 // connection attempts after the first connect
 	answered    atomic.Int64 // requests this member replied to
 
 	mu         sync.Mutex
@@ -49,6 +48,7 @@ type member struct {
 	src        material.Source
 	restarts   int
 	restartGap time.Duration // longest close-to-subscribed time of a restart
+	attempts   uint64        // connection attempts of closed connections
 }
 
 // newMember issues the member's old and new leaves and writes its current
@@ -155,9 +155,6 @@ func (m *member) onRequest(msg *nats.Msg) {
 }
 
 func (m *member) onFailure(f bus.Failure) {
-	if f.Attempt {
-		m.attempts.Add(1)
-	}
 	switch f.Reason {
 	case bus.ReasonRejected, bus.ReasonServerCertificate, bus.ReasonAuthorization, bus.ReasonTLS:
 		m.tlsFailures.Add(1)
@@ -169,7 +166,6 @@ func (m *member) onFailure(f bus.Failure) {
 func (m *member) restart(ctx context.Context) error {
 	began := time.Now()
 	m.stop()
-	m.attempts.Add(1)
 	if err := m.start(ctx); err != nil {
 		return err
 	}
@@ -186,6 +182,9 @@ func (m *member) stop() {
 	m.mu.Lock()
 	conn, src := m.conn, m.src
 	m.conn, m.src = nil, nil
+	if conn != nil {
+		m.attempts += conn.Status().Attempts
+	}
 	m.mu.Unlock()
 	if conn != nil {
 		_ = conn.Close()
@@ -193,6 +192,18 @@ func (m *member) stop() {
 	if src != nil {
 		_ = src.Close()
 	}
+}
+
+// reconnectAttempts counts every connection attempt after the member's
+// first connect: reconnects, swap dials, restarts and failed attempts.
+func (m *member) reconnectAttempts() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.attempts
+	if m.conn != nil {
+		n += m.conn.Status().Attempts
+	}
+	return max(int64(n)-1, 0)
 }
 
 // deliver writes new material where the member reads it, key first.

@@ -137,7 +137,7 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 			Duplicates:        t.Duplicates,
 			OutOfOrder:        t.OutOfOrder,
 			TLSFailures:       m.tlsFailures.Load(),
-			ReconnectAttempts: m.attempts.Load(),
+			ReconnectAttempts: m.reconnectAttempts(),
 			OldCertSHA256:     pki.CertSHA256(m.old.Cert),
 			NewCertSHA256:     pki.CertSHA256(m.new.Cert),
 			OnNew:             onNew[m.name],
@@ -315,8 +315,11 @@ func (r *Result) verdictLine() string {
 	if r.Report == nil {
 		return "no report"
 	}
+	if r.Report.OK && r.Config.Strategy == StrategySwap {
+		return "every promise of swap held: nothing lost, every member on new material, old certificate rejected on every server"
+	}
 	if r.Report.OK {
-		return fmt.Sprintf("every promise of %s held: %d messages lost, %d requests failed, old certificate rejected on every server",
+		return fmt.Sprintf("every promise of %s held: every member on new material, old certificate rejected on every server; measured, not promised: %d messages lost, %d requests failed",
 			r.Config.Strategy, r.Messages.Lost, r.Requests.Failed())
 	}
 	return "promise broken: " + strings.Join(r.Report.Broken, "; ")
