@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 # Bounded fuzzing: one "FuzzName ./package" entry per target, for example
 # "FuzzParse ./pki" (the PEM parsers).
 fuzz_targets=(
+	"FuzzParse ./pki"
+	"FuzzValidate ./material"
 )
 fuzz_time=10s
 
@@ -57,9 +59,30 @@ fuzz() {
 	for entry in "${fuzz_targets[@]}"; do
 		read -r target pkg <<<"$entry"
 		echo "\$ go test -run='^\$' -fuzz=^${target}\$ -fuzztime=$fuzz_time $pkg"
-		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzz_time" "$pkg" || rc=1
+		go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzz_time" -fuzzminimizetime=2s "$pkg" || rc=1
 	done
 	return "$rc"
+}
+
+# setup installs what the tests need from Debian's packages: a C compiler
+# for -race and Chromium for the report's browser test. Both are skipped
+# when present, so a warm machine pays nothing.
+setup() {
+	if ! command -v gcc >/dev/null 2>&1; then
+		echo "installing gcc (the race detector needs cgo)"
+		apt_install gcc || return 1
+	fi
+	./scripts/install-chromium.sh || return 1
+	# nats-server and the worker for the host end-to-end tests.
+	./scripts/build-nats-server.sh >/dev/null || return 1
+}
+
+apt_install() {
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "need root to apt-get install $*" >&2
+		return 1
+	fi
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; } >/dev/null
 }
 
 race_tests() {
@@ -70,6 +93,11 @@ race_tests() {
 	fi
 	echo "\$ go test -race -count=1 ./..."
 	go test -race -count=1 ./...
+}
+
+e2e() {
+	echo "\$ NATSCERT_E2E=1 go test -count=1 -run E2E ./rotation/..."
+	NATSCERT_E2E=1 go test -count=1 -run E2E ./rotation/...
 }
 
 load() {
@@ -86,12 +114,18 @@ drill() {
 		return 0
 	fi
 	echo "\$ go run ./cmd/natscert drill --out $tmpdir"
-	go run ./cmd/natscert drill --out "$tmpdir"
+	go run ./cmd/natscert drill --out "$tmpdir" || return 1
+	# The drill's own report, rendered in Chromium and checked against its JSON.
+	echo "\$ NATSCERT_REPORT_JSON=$tmpdir/report.json go test -count=1 -run Browser ./report"
+	NATSCERT_REPORT_JSON="$tmpdir/report.json" go test -count=1 -run Browser ./report
 }
 
 go version
+export NATSCERT_BROWSER=1
+step "setup" setup
 step "vet" go vet ./...
 step "test (race)" race_tests
+step "e2e (hosts)" e2e
 step "load" load
 step "fuzz" fuzz
 step "drill" drill
