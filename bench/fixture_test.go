@@ -71,7 +71,7 @@ func (f *fixture) tlsConfig(tb testing.TB, leaf *pki.Leaf) *tls.Config {
 func (f *fixture) plain(tb testing.TB, url, name string, opts ...nats.Option) *nats.Conn {
 	tb.Helper()
 	nc, err := nats.Connect(url, append([]nats.Option{nats.Name(name), nats.Secure(f.tlsConfig(tb, f.leaf(tb, name))),
-		nats.MaxReconnects(-1)}, opts...)...)
+		nats.MaxReconnects(-1), nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -567,8 +567,14 @@ func (l *link) onClosed(*nats.Conn) {
 	l.goneOnce.Do(func() { close(l.gone) })
 }
 
-func (l *link) onAsyncError(_ *nats.Conn, sub *nats.Subscription, err error) {
+func (l *link) onAsyncError(nc *nats.Conn, sub *nats.Subscription, err error) {
 	if err == nil {
+		return
+	}
+	if r, ok := classifyErr(err); ok && r != ReasonAuthorization || ok && !nc.IsConnected() {
+		// nats.go also hands some failed attempts (an error reading the
+		// PONG to CONNECT) to this handler: bus has counted them already.
+		l.c.logger.Debug("nats async error of an attempt", "reason", string(r), "err", err)
 		return
 	}
 	f := Failure{Time: time.Now(), Reason: classifyAsync(err), Err: err}

@@ -1,0 +1,98 @@
+package bus
+
+import (
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Subscriptions move with a swap; Unsubscribe after a swap stops every
+// delivery; the metrics collector reports the swap.
+func TestSubscriptionAcrossSwap(t *testing.T) {
+	f := newFixture(t, 1, false)
+	rootsPEM, err := os.ReadFile(f.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	m := NewMetrics()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	var swaps atomic.Int64
+	c := connectTest(t, f, "member", WithSource(src), WithStrategy(StrategySwap), WithSpread(0), WithMetrics(m),
+		WithSwapHandler(func(r SwapReport) {
+			if r.Err == nil {
+				swaps.Add(1)
+			}
+		}))
+	var got atomic.Int64
+	sub, err := c.Subscribe("s", func(*nats.Msg) { got.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := c.Current()
+	leaf := f.issue(f.ca, "member")
+	src.set(leaf, rootsPEM, true)
+	waitFor(t, 10*time.Second, "swap", func() bool { return swaps.Load() == 1 })
+	if c.Current() == first || !first.IsClosed() {
+		t.Fatal("swap kept the old connection")
+	}
+	if p := f.presented("member"); len(p) != 1 || p[0] != fp(leaf) {
+		t.Fatalf("connz %v", p)
+	}
+	// Made before the swap, the subscription gets messages on the new
+	// connection.
+	pub := plainClient(t, f.cluster.Servers[0].ClientURL, f.ca, f.caFile, "pub")
+	defer pub.Close()
+	_ = pub.Publish("s", nil)
+	_ = pub.Flush()
+	waitFor(t, 5*time.Second, "delivery after swap", func() bool { return got.Load() == 1 })
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Flush()
+	_ = pub.Publish("s", nil)
+	_ = pub.Flush()
+	_ = c.Flush()
+	time.Sleep(50 * time.Millisecond)
+	if got.Load() != 1 {
+		t.Fatalf("%d deliveries after Unsubscribe", got.Load()-1)
+	}
+	if v := gathered(t, reg, "natscert_bus_swaps_total", "same_server"); v != 1 {
+		t.Fatalf("same_server swaps metric %v, want 1", v)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if mfs, err := reg.Gather(); err != nil || len(mfs) != 0 {
+		t.Fatalf("after Close: %d families, %v", len(mfs), err)
+	}
+}
+
+// gathered returns the value of the series of family name with a label
+// value label.
+func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{%s}", name, label)
+	return 0
+}
