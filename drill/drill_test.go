@@ -81,3 +81,28 @@ func TestDrillRestartAndReconnect(t *testing.T) {
 		})
 	}
 }
+
+// Members as examples/worker processes: the drill builds the worker,
+// starts one process per member and counts what each reports at exit.
+func TestDrillProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs worker processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cfg := smallConfig(t, StrategySwap)
+	cfg.Clients, cfg.Servers, cfg.Waves, cfg.Processes = 4, 1, 2, true
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum strings.Builder
+	_ = res.WriteSummary(&sum)
+	t.Log("\n" + sum.String())
+	if !res.OK() {
+		t.Fatalf("drill not OK: %v", res.Report.Broken)
+	}
+	if res.Messages.Expected == 0 || res.Requests.Answered == 0 {
+		t.Fatalf("no traffic measured: %+v %+v", res.Messages, res.Requests)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natscert/natscert/bus"
+	"github.com/natscert/natscert/internal/embedded"
 	"github.com/natscert/natscert/material"
 	"github.com/natscert/natscert/pki"
 )
@@ -49,6 +50,13 @@ type member struct {
 	restarts   int
 	restartGap time.Duration // longest close-to-subscribed time of a restart
 	attempts   uint64        // connection attempts of closed connections
+
+	// With Config.Processes the member is a worker process instead of a
+	// bus connection in this process.
+	pool         *workerPool
+	servers      []*embedded.Server // where a worker is looked for
+	proc         *workerProc
+	procReceived atomic.Int64 // fan-out deliveries the worker counted
 }
 
 // newMember issues the member's old and new leaves and writes its current
@@ -104,6 +112,9 @@ func (m *member) busStrategy() bus.Strategy {
 // members load their files once (a StaticSource), as today's processes do;
 // the others watch them (a FileSource).
 func (m *member) start(ctx context.Context) error {
+	if m.pool != nil {
+		return m.startProcess()
+	}
 	var src material.Source
 	var err error
 	if m.strategy == StrategyRestart {
@@ -169,6 +180,11 @@ func (m *member) restart(ctx context.Context) error {
 	if err := m.start(ctx); err != nil {
 		return err
 	}
+	if m.pool != nil {
+		if err := m.waitProcessSubscribed(ctx); err != nil {
+			return err
+		}
+	}
 	gap := time.Since(began)
 	m.mu.Lock()
 	m.restarts++
@@ -177,8 +193,12 @@ func (m *member) restart(ctx context.Context) error {
 	return nil
 }
 
-// stop closes the member's connection and source.
+// stop closes the member's connection and source, or stops its worker.
 func (m *member) stop() {
+	if m.pool != nil {
+		m.stopProcess()
+		return
+	}
 	m.mu.Lock()
 	conn, src := m.conn, m.src
 	m.conn, m.src = nil, nil

@@ -81,7 +81,11 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 			"steady_ms": cfg.Steady.Milliseconds(), "pause_ms": cfg.Pause.Milliseconds(),
 			"publish_interval_ms": float64(cfg.publishInterval().Microseconds()) / 1000,
 			"request_timeout_ms":  cfg.RequestTimeout.Milliseconds(),
+			"loss_accounting":     "exact: a bitmap of sequence numbers per member",
 		},
+	}
+	if cfg.Processes {
+		rep.Setup["loss_accounting"] = "counts reported by each worker at exit: lost = expected - received, duplicates = received - expected (a duplicate can hide a loss)"
 	}
 	res.Report = rep
 
@@ -115,6 +119,14 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 	interval := cfg.publishInterval()
 	for _, m := range d.members {
 		t := m.ledger.count(from, to)
+		if cfg.Processes {
+			// A worker reports how many messages it received, not which:
+			// a duplicate can hide a loss, so these are bounds.
+			t = tally{Expected: t.Expected}
+			got := m.procReceived.Load()
+			t.Lost = max(0, t.Expected-got)
+			t.Duplicates = max(0, got-t.Expected)
+		}
 		mt.Expected += t.Expected
 		mt.Lost += t.Lost
 		mt.Duplicates += t.Duplicates

@@ -142,16 +142,31 @@ func (d *run) run(ctx context.Context, dir string) (*Result, error) {
 	trafficCtx, stopTraffic := context.WithCancel(ctx)
 	defer stopTraffic()
 	var pubDone, reqDone sync.WaitGroup
-	pubDone.Add(1)
-	go func() { defer pubDone.Done(); d.pub.run(trafficCtx) }()
 	var windowStart uint64
-	err = d.step("warm-up", func() (string, error) {
-		if err := d.waitAllReceived(ctx, 15*time.Second); err != nil {
-			return "", err
-		}
-		windowStart = d.pub.last.Load() + 1
-		return fmt.Sprintf("every member receives the stream; loss window opens at message %d", windowStart), nil
-	})
+	if cfg.Processes {
+		// Workers only count what they receive: the stream starts once
+		// every worker is subscribed (checked on its server) and the
+		// routes had time to spread the interest, and the window is the
+		// whole stream.
+		err = d.step("warm-up", func() (string, error) {
+			sleepCtx(ctx, 500*time.Millisecond)
+			windowStart = 1
+			d.windowOpen.Store(1)
+			return "every worker subscribed; the loss window is the whole stream", nil
+		})
+		pubDone.Add(1)
+		go func() { defer pubDone.Done(); d.pub.run(trafficCtx) }()
+	} else {
+		pubDone.Add(1)
+		go func() { defer pubDone.Done(); d.pub.run(trafficCtx) }()
+		err = d.step("warm-up", func() (string, error) {
+			if err := d.waitAllReceived(ctx, 15*time.Second); err != nil {
+				return "", err
+			}
+			windowStart = d.pub.last.Load() + 1
+			return fmt.Sprintf("every member receives the stream; loss window opens at message %d", windowStart), nil
+		})
+	}
 	if err != nil {
 		stopTraffic()
 		pubDone.Wait()
@@ -213,6 +228,15 @@ func (d *run) run(ctx context.Context, dir string) (*Result, error) {
 	windowEnd := d.pub.last.Load()
 	_ = d.step("drain", func() (string, error) {
 		reqDone.Wait()
+		if cfg.Processes {
+			// Workers report their counts when they stop, after their
+			// own drain.
+			time.Sleep(time.Second)
+			for _, m := range d.members {
+				m.stop()
+			}
+			return "every worker stopped with SIGTERM and reported its count", nil
+		}
 		missing := d.waitAllReached(windowEnd, 5*time.Second)
 		if missing > 0 {
 			return fmt.Sprintf("%d member(s) never received the last message", missing), nil
@@ -296,15 +320,19 @@ func (d *run) newSampler() *sampler {
 		v.old[pki.CertSHA256(m.old.Cert)] = m.idx
 		v.new[pki.CertSHA256(m.new.Cert)] = m.idx
 	}
+	received := func() int64 {
+		var n int64
+		for _, m := range d.members {
+			n += m.ledger.deliveries()
+		}
+		return n
+	}
+	if d.cfg.Processes {
+		received = nil // the servers count for the workers
+	}
 	return &sampler{
 		start: d.start, servers: d.setup.cluster.Servers, view: v, progress: d.progress,
-		received: func() int64 {
-			var n int64
-			for _, m := range d.members {
-				n += m.ledger.deliveries()
-			}
-			return n
-		},
+		received: received,
 		failures: func() int64 {
 			n := d.req.failures()
 			for _, m := range d.members {

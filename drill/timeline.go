@@ -25,7 +25,10 @@ type view struct {
 // /connz?auth=true serves, without the HTTP round trip) and classifies it.
 // onNew[i] is true when member i has a connection on new material and none
 // on old.
-func (v *view) count(servers []*embedded.Server) (old, new, other int, onNew []bool) {
+//
+// out is the messages the servers have sent to member connections still
+// open: with worker processes it stands in for the members' own count.
+func (v *view) count(servers []*embedded.Server) (old, new, other int, onNew []bool, out int64) {
 	hasOld := make([]bool, v.members)
 	hasNew := make([]bool, v.members)
 	for _, s := range servers {
@@ -45,9 +48,11 @@ func (v *view) count(servers []*embedded.Server) (old, new, other int, onNew []b
 			if i, ok := v.old[fp]; ok {
 				old++
 				hasOld[i] = true
+				out += c.OutMsgs
 			} else if i, ok := v.new[fp]; ok {
 				new++
 				hasNew[i] = true
+				out += c.OutMsgs
 			} else {
 				other++
 			}
@@ -57,7 +62,7 @@ func (v *view) count(servers []*embedded.Server) (old, new, other int, onNew []b
 	for i := range onNew {
 		onNew[i] = hasNew[i] && !hasOld[i]
 	}
-	return old, new, other, onNew
+	return old, new, other, onNew, out
 }
 
 // sampler records the timeline until its context ends.
@@ -65,7 +70,7 @@ type sampler struct {
 	start    time.Time
 	servers  []*embedded.Server
 	view     *view
-	received func() int64 // deliveries to members so far
+	received func() int64 // deliveries to members so far; nil: the servers' count
 	failures func() int64 // TLS/auth failures and failed requests so far
 	lost     func() int64 // messages lost so far, for the live display
 	progress Progress
@@ -78,21 +83,47 @@ type sampler struct {
 func (s *sampler) run(ctx context.Context) {
 	t := time.NewTicker(sampleEvery)
 	defer t.Stop()
-	lastT, lastRecv, lastFail := time.Now(), s.received(), s.failures()
+	// The rate is taken over the last second, not the last sample: at a
+	// low publish rate a single sample often holds no message at all.
+	type point struct {
+		t    time.Time
+		recv int64
+	}
+	var recent []point
+	lastFail := s.failures()
+	var lastOut, outTotal int64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			old, nw, other, onNew := s.view.count(s.servers)
-			recv, fail := s.received(), s.failures()
+			old, nw, other, onNew, out := s.view.count(s.servers)
+			var recv int64
+			if s.received != nil {
+				recv = s.received()
+			} else {
+				// Connections come and go (swaps, restarts): count only
+				// growth.
+				outTotal += max(0, out-lastOut)
+				lastOut = out
+				recv = outTotal
+			}
+			fail := s.failures()
+			recent = append(recent, point{now, recv})
+			for len(recent) > 2 && now.Sub(recent[1].t) >= time.Second {
+				recent = recent[1:]
+			}
+			var rate float64
+			if len(recent) > 1 {
+				rate = float64(recv-recent[0].recv) / now.Sub(recent[0].t).Seconds()
+			}
 			smp := report.Sample{
 				T:   now.Sub(s.start).Milliseconds(),
 				Old: old, New: nw, Unknown: other,
-				MsgRate:  float64(recv-lastRecv) / now.Sub(lastT).Seconds(),
+				MsgRate:  rate,
 				Failures: fail - lastFail,
 			}
-			lastT, lastRecv, lastFail = now, recv, fail
+			lastFail = fail
 			s.mu.Lock()
 			s.samples = append(s.samples, smp)
 			if s.onNewAt == nil {

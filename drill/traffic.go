@@ -13,11 +13,12 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Subjects of the drill's traffic.
+// Subjects of the drill's traffic, as examples/worker names them for the
+// prefix "drill", so that goroutine and process members serve the same.
 const (
-	fanoutSubject  = "drill.fanout"
-	requestSubject = "drill.request"
-	responderQueue = "drill.responders"
+	fanoutSubject  = workerPrefix + ".fanout"
+	requestSubject = workerPrefix + ".rpc"
+	responderQueue = workerPrefix
 )
 
 // publisher sends numbered messages to every member at a steady pace. Its
