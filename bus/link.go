@@ -411,7 +411,9 @@ func (l *link) clientCert(cri *tls.CertificateRequestInfo) (*tls.Certificate, er
 	}
 	if err := cri.SupportsCertificate(cert); err != nil && a != nil {
 		l.mu.Lock()
-		a.notListed = true
+		if !a.done.Load() {
+			a.notListed = true
+		}
 		l.mu.Unlock()
 	}
 	return cert, nil
@@ -440,9 +442,11 @@ func (l *link) verify(cs tls.ConnectionState) error {
 	name, err := verifyServer(cs, pool, l.c.names.names(cs.ServerName, dialed))
 	if a != nil {
 		l.mu.Lock()
-		if err != nil {
+		switch {
+		case a.done.Load():
+		case err != nil:
 			a.stage, a.err = stageServerRefused, err
-		} else {
+		default:
 			a.stage, a.tlsName = stageServerVerified, name
 		}
 		l.mu.Unlock()
@@ -476,9 +480,11 @@ func (d *dialer) Dial(network, addr string) (net.Conn, error) {
 	}
 	conn, err := d.nd.Dial(network, addr)
 	l.mu.Lock()
-	if err != nil {
+	switch {
+	case a.done.Load():
+	case err != nil:
 		a.stage, a.err = stageDialFailed, err
-	} else {
+	default:
 		a.stage = stageDialed
 	}
 	l.mu.Unlock()
@@ -515,7 +521,7 @@ func (t *trackedConn) Write(b []byte) (int, error) {
 
 func (t *trackedConn) note(err error) {
 	t.l.mu.Lock()
-	if t.a.err == nil {
+	if t.a.err == nil && !t.a.done.Load() {
 		t.a.err = err
 	}
 	t.l.mu.Unlock()
