@@ -346,3 +346,42 @@ func TestStrictRefusesUnknown(t *testing.T) {
 		}
 	}
 }
+
+// A steady fleet costs one scan a look after the first: the previous
+// look's last scan is the first of the agreeing pair. A change between
+// looks costs a rescan.
+func TestPollReusesPreviousScan(t *testing.T) {
+	f := newFixture(t, 2)
+	f.mustDial(t, f.c.Servers[0].ClientURL, issue(t, f.newCA, "a"), "a")
+	f.waitConns(t, 1)
+	obs, err := fleet.New(fleet.Monitor(f.c.MonitorURLs()...), fleet.WithSettle(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 30*time.Second)
+	first, err := obs.Poll(ctx)
+	if err != nil || first.Scans < 2 {
+		t.Fatalf("first look: %v, %d scans", err, first.Scans)
+	}
+	second, err := obs.Poll(ctx)
+	if err != nil || second.Scans != 1 || second.Counts.Total != 1 {
+		t.Fatalf("second look: %v, %d scans, %+v", err, second.Scans, second.Counts)
+	}
+	f.mustDial(t, f.c.Servers[1].ClientURL, issue(t, f.newCA, "b"), "b")
+	f.waitConns(t, 2)
+	third, err := obs.Poll(ctx)
+	if err != nil || third.Scans < 2 || third.Counts.Total != 2 {
+		t.Fatalf("after a change: %v, %d scans, %+v", err, third.Scans, third.Counts)
+	}
+
+	// Servers reads identities only.
+	srvs, err := obs.Servers(ctx)
+	if err != nil || len(srvs) != 2 {
+		t.Fatalf("servers: %v %+v", err, srvs)
+	}
+	for _, s := range srvs {
+		if !s.Answered || s.Name == "" || s.ConfigLoadTime.IsZero() || s.TLSCertNotAfter.IsZero() || s.Counts.Total != 0 {
+			t.Errorf("server %+v", s)
+		}
+	}
+}

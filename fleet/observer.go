@@ -111,6 +111,11 @@ type Observer struct {
 	sig      [32]byte
 	sigSince time.Time
 	haveSig  bool
+	// last is the final scan of the previous look: the next look compares
+	// its first scan with it, so that a steady fleet costs one scan a look.
+	last    []serverScan
+	lastSig [32]byte
+	lastAt  time.Time
 }
 
 // New returns an Observer of src.
@@ -153,8 +158,11 @@ func New(src Source, opts ...Option) (*Observer, error) {
 }
 
 // Poll looks once: it scans every server until two consecutive scans
-// agree (at most WithScans), classifies, and judges. Servers that cannot
-// be read make the status Incomplete; the error is only the context's.
+// agree (at most WithScans), classifies, and judges. The previous look's
+// last scan counts as the first of the pair, so an unchanged fleet costs
+// one scan a look. Servers that cannot be read make the status
+// Incomplete; the error is only the context's. The Status is returned
+// whatever its verdict, settled or not.
 func (o *Observer) Poll(ctx context.Context) (*Status, error) {
 	st, _, err := o.poll(ctx)
 	return st, err
@@ -171,21 +179,24 @@ func (o *Observer) poll(ctx context.Context) (*Status, bool, error) {
 		agreed          bool
 		n               int
 	)
+	cur, curSig, curAt = o.last, o.lastSig, o.lastAt
 	for n < o.cfg.scans {
 		prev, prevSig, prevAt = cur, curSig, curAt
 		curAt = time.Now()
 		cur = o.src.scan(ctx, opts)
 		n++
 		if err := ctx.Err(); err != nil {
+			o.last = nil
 			return nil, false, fmt.Errorf("fleet: poll: %w", err)
 		}
 		var consistent bool
 		curSig, consistent = signature(cur)
-		if n >= 2 && consistent && curSig == prevSig && consistentAll(prev) {
+		if prev != nil && consistent && curSig == prevSig && consistentAll(prev) {
 			agreed = true
 			break
 		}
 	}
+	o.last, o.lastSig, o.lastAt = cur, curSig, curAt
 	now := time.Now()
 	st := o.build(cur, now)
 	if agreed {
@@ -201,6 +212,23 @@ func (o *Observer) poll(ctx context.Context) (*Status, bool, error) {
 	}
 	unsettled := o.judge(st, agreed, n)
 	return st, unsettled, nil
+}
+
+// Servers reads every server's identity once (varz only: name, id,
+// config_load_time, tls_cert_not_after), without its connections: the
+// cheap look for watching a reload take effect. A server that cannot be
+// read is returned with Answered false and its Error.
+func (o *Observer) Servers(ctx context.Context) ([]Server, error) {
+	opts := scanOptions{varzOnly: true, want: wantServers{count: o.cfg.serverCount, names: o.cfg.serverNames}}
+	scans := o.src.scan(ctx, opts)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("fleet: servers: %w", err)
+	}
+	out := make([]Server, 0, len(scans))
+	for _, sc := range scans {
+		out = append(out, serverOf(sc))
+	}
+	return out, nil
 }
 
 // Check gives a verdict that covers one settle window: when the view holds

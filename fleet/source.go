@@ -32,6 +32,7 @@ type Source interface {
 type scanOptions struct {
 	pageSize int
 	want     wantServers // servers that must answer (system path)
+	varzOnly bool        // identity only: no connz pages
 }
 
 // serverScan is one server's answer to one scan.
@@ -151,18 +152,21 @@ func (m *MonitorSource) scan(ctx context.Context, o scanOptions) []serverScan {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = m.scanOne(ctx, u, o.pageSize)
+			out[i] = m.scanOne(ctx, u, o)
 		}()
 	}
 	wg.Wait()
 	return out
 }
 
-func (m *MonitorSource) scanOne(ctx context.Context, base string, pageSize int) serverScan {
+func (m *MonitorSource) scanOne(ctx context.Context, base string, o scanOptions) serverScan {
 	s := serverScan{key: base}
 	base = strings.TrimRight(base, "/")
 	if err := m.get(ctx, base+"/varz", &s.varz); err != nil {
 		s.err = err
+		return s
+	}
+	if o.varzOnly {
 		return s
 	}
 	get := func(ctx context.Context, offset, limit int) (*connz, error) {
@@ -179,7 +183,7 @@ func (m *MonitorSource) scanOne(ctx context.Context, base string, pageSize int) 
 		}
 		return &c, nil
 	}
-	s.rows, s.consistent, s.err = readPages(ctx, get, pageSize)
+	s.rows, s.consistent, s.err = readPages(ctx, get, o.pageSize)
 	return s
 }
 
@@ -259,6 +263,12 @@ func (s *SystemSource) scan(ctx context.Context, o scanOptions) []serverScan {
 		return []serverScan{{key: "$SYS", err: err}}
 	}
 	out := make([]serverScan, len(found))
+	if o.varzOnly {
+		for i, v := range found {
+			out[i] = serverScan{key: v.ID, varz: v}
+		}
+		return out
+	}
 	var wg sync.WaitGroup
 	for i, v := range found {
 		wg.Add(1)

@@ -207,17 +207,22 @@ func memberKey(c *Connection) string {
 	}
 }
 
+func serverOf(sc serverScan) Server {
+	srv := Server{Key: sc.key, Name: sc.varz.Name, ID: sc.varz.ID, Version: sc.varz.Version,
+		ConfigLoadTime: sc.varz.ConfigLoadTime, TLSCertNotAfter: sc.varz.TLSCertNotAfter,
+		Answered: sc.err == nil}
+	if sc.err != nil {
+		srv.Error = sc.err.Error()
+	}
+	return srv
+}
+
 // build turns accepted scans into a Status, without the settle part.
 func (o *Observer) build(scans []serverScan, now time.Time) *Status {
 	st := &Status{Time: now, ByAccount: map[string]Counts{}}
 	// Servers and rows.
 	for _, sc := range scans {
-		srv := Server{Key: sc.key, Name: sc.varz.Name, ID: sc.varz.ID, Version: sc.varz.Version,
-			ConfigLoadTime: sc.varz.ConfigLoadTime, TLSCertNotAfter: sc.varz.TLSCertNotAfter,
-			Answered: sc.err == nil}
-		if sc.err != nil {
-			srv.Error = sc.err.Error()
-		}
+		srv := serverOf(sc)
 		st.Servers = append(st.Servers, srv)
 		if sc.err != nil {
 			continue
