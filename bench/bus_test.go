@@ -191,8 +191,8 @@ func TestLoadFilesToReconnected(t *testing.T) {
 
 // TestLoadConvergence rotates N clients' material at once and times until
 // every client presents the new certificate (for swap: old connection
-// closed), as a multiple of the handshake floor measured in the same
-// run; swap against reconnect, with fan-out at 200 msg/s to every client
+// closed), as a multiple of the handshake floor measured in the same run
+// under the same traffic (N plain mTLS connects, 8 at a time); swap against reconnect, with fan-out at 200 msg/s to every client
 // counting loss, duplicates and reordering.
 func TestLoadConvergence(t *testing.T) {
 	loadOnly(t)
@@ -206,11 +206,17 @@ func TestLoadConvergence(t *testing.T) {
 	for _, n := range sizes {
 		f := newFixture(t, 1)
 		url := f.cluster.Servers[0].ClientURL
-		fl := floor(t, f, url, n)
-		for _, st := range []bus.Strategy{bus.StrategySwap, bus.StrategyReconnect} {
+		idle := floor(t, f, url, n)
+		strategies := []bus.Strategy{bus.StrategySwap, bus.StrategyReconnect}
+		if os.Getenv("NATSCERT_BENCH_STRATEGIES") == "swap" {
+			strategies = strategies[:1]
+		}
+		for _, st := range strategies {
 			r := converge(t, f, url, n, st)
-			t.Logf("N=%4d %-9s converged in %6s = %.2fx floor (%s)  lost/client %.1f  duplicates/client %.1f  reordered/client %.2f  failed attempts %d",
+			fl := r.floor
+			t.Logf("N=%4d %-9s converged in %6s = %.2fx floor under load (%s; idle floor %s, %.2fx)  lost/client %.1f  duplicates/client %.1f  reordered/client %.2f  failed attempts %d",
 				n, st, r.took.Round(time.Millisecond), r.took.Seconds()/fl.Seconds(), fl.Round(time.Millisecond),
+				idle.Round(time.Millisecond), r.took.Seconds()/idle.Seconds(),
 				float64(r.lost)/float64(n), float64(r.dups)/float64(n), float64(r.reorders)/float64(n), r.failed)
 		}
 		f.cluster.Close()
@@ -218,6 +224,7 @@ func TestLoadConvergence(t *testing.T) {
 }
 
 type convergence struct {
+	floor                time.Duration
 	took                 time.Duration
 	lost, dups, reorders int
 	failed               uint64
@@ -229,6 +236,30 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 	ledgers := make([]*ledger, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
+	var pmu sync.Mutex
+	var wait, dial, sub, overlap, retire time.Duration
+	var nrep int
+	onSwap := func(r bus.SwapReport) {
+		if r.Err != nil {
+			return
+		}
+		pmu.Lock()
+		defer pmu.Unlock()
+		nrep++
+		wait += r.Acquired.Sub(r.Start)
+		dial += r.Dialed.Sub(r.Acquired)
+		sub += r.Subscribed.Sub(r.Dialed)
+		overlap += r.Switched.Sub(r.Subscribed)
+		retire += r.End.Sub(r.Switched)
+	}
+	defer func() {
+		if nrep > 0 {
+			t.Logf("  swap phases, mean of %d: limiter %s, dial %s, subscribe+flush %s, grace+switch %s, drain %s", nrep,
+				(wait / time.Duration(nrep)).Round(time.Millisecond), (dial / time.Duration(nrep)).Round(time.Millisecond),
+				(sub / time.Duration(nrep)).Round(time.Millisecond), (overlap / time.Duration(nrep)).Round(time.Millisecond),
+				(retire / time.Duration(nrep)).Round(time.Millisecond))
+		}
+	}()
 	for i := range clients {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -236,7 +267,7 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 			defer wg.Done()
 			defer func() { <-sem }()
 			c, err := bus.Connect(context.Background(), url, bus.WithSource(src), bus.WithStrategy(strategy), bus.WithSpread(0),
-				bus.WithName(fmt.Sprintf("conv-%s-%d", strategy, i)), bus.WithLogger(quiet()))
+				bus.WithName(fmt.Sprintf("conv-%s-%d", strategy, i)), bus.WithLogger(quiet()), bus.WithSwapHandler(onSwap))
 			if err != nil {
 				t.Error(err)
 				return
@@ -276,6 +307,9 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 		return true
 	})
 	from := seq.Load() + 1
+	// The floor under this run's own load: n handshakes with the fan-out
+	// flowing to every client.
+	fl := floor(t, f, url, n)
 	time.Sleep(200 * time.Millisecond)
 
 	leaf := f.leaf(t, "conv")
@@ -291,7 +325,7 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 		}
 		return true
 	})
-	var r convergence
+	r := convergence{floor: fl}
 	r.took = time.Since(start)
 	time.Sleep(300 * time.Millisecond)
 	close(stop)

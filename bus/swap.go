@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// SwapLimiter bounds how many connections of one process dial and
-// re-subscribe for a swap at the same time. Share one among all the
+// SwapLimiter bounds how many connections of one process dial for a swap
+// at the same time. Share one among all the
 // connections of a process (WithSwapLimiter); the waits of a swap (grace,
 // drain) are not counted, only the work that costs the servers a
 // handshake.
@@ -43,6 +43,10 @@ func (l *SwapLimiter) release() { <-l.sem }
 // between Subscribed and End may have been delivered twice.
 type SwapReport struct {
 	Start time.Time `json:"start"`
+	// Acquired is when the swap limiter let it dial; Dialed when the new
+	// connection was up.
+	Acquired time.Time `json:"acquired"`
+	Dialed   time.Time `json:"dialed"`
 	// Subscribed is when the new connection held every subscription.
 	Subscribed time.Time `json:"subscribed"`
 	// Switched is when publishing and requests moved to it.
@@ -82,6 +86,7 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 	if err := c.cfg.limiter.acquire(ctx); err != nil {
 		return rep, fmt.Errorf("bus: swap: %w", err)
 	}
+	rep.Acquired = time.Now()
 	released := false
 	release := func() {
 		if !released {
@@ -96,6 +101,8 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 		return rep, fmt.Errorf("bus: swap: connect: %w", err)
 	}
 	nnc := nl.conn()
+	rep.Dialed = time.Now()
+	release() // the handshake was the costly part
 	abort := func(err error) (SwapReport, error) {
 		c.mu.Lock()
 		c.removeLinkLocked(nl)
@@ -130,7 +137,6 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 	if err := nnc.FlushTimeout(c.cfg.dialTimeout); err != nil {
 		return abort(fmt.Errorf("bus: swap: flush new connection: %w", err))
 	}
-	release()
 	rep.Subscribed = time.Now()
 	old.overlapping.Store(true)
 	overlapBefore := c.stats.overlap.Load()
