@@ -2,6 +2,7 @@ package drill
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -53,9 +54,8 @@ func TestDrillSwapLosesNothing(t *testing.T) {
 func TestDrillRestartAndReconnect(t *testing.T) {
 	for _, s := range []Strategy{StrategyRestart, StrategyReconnect} {
 		t.Run(string(s), func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			res, err := Run(ctx, smallConfig(t, s))
+			// No deadline on purpose: the CLI's context has none.
+			res, err := Run(context.Background(), smallConfig(t, s))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,5 +104,26 @@ func TestDrillProcesses(t *testing.T) {
 	}
 	if res.Messages.Expected == 0 || res.Requests.Answered == 0 {
 		t.Fatalf("no traffic measured: %+v %+v", res.Messages, res.Requests)
+	}
+}
+
+// TestLoadDrill1000 is the --clients 1000 drill with short steady phases;
+// it runs only with NATSCERT_LOAD=1 (scripts/test.sh's load step).
+func TestLoadDrill1000(t *testing.T) {
+	if os.Getenv("NATSCERT_LOAD") != "1" {
+		t.Skip("set NATSCERT_LOAD=1")
+	}
+	cfg := smallConfig(t, StrategySwap)
+	cfg.Clients, cfg.Servers, cfg.Rate, cfg.RequestRate, cfg.Waves = 1000, 3, 2000, 200, 4
+	cfg.Steady, cfg.Pause = 2*time.Second, time.Second
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum strings.Builder
+	_ = res.WriteSummary(&sum)
+	t.Log("\n" + sum.String())
+	if !res.OK() {
+		t.Fatalf("drill not OK: %v", res.Report.Broken)
 	}
 }

@@ -115,6 +115,10 @@ func (m *member) start(ctx context.Context) error {
 	if m.pool != nil {
 		return m.startProcess()
 	}
+	// nats.go's FlushWithContext wants a deadline, and a member that
+	// cannot connect in this time is a failed restart, not a slow one.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	var src material.Source
 	var err error
 	if m.strategy == StrategyRestart {

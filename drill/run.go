@@ -289,9 +289,7 @@ func (d *run) startMembers(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			if err := m.start(cctx); err != nil {
+			if err := m.start(ctx); err != nil {
 				errs <- err
 			}
 		}()
