@@ -236,6 +236,10 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 	ledgers := make([]*ledger, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
+	limiter := bus.NewSwapLimiter(bus.DefaultSwapConcurrency)
+	if ls := splitInts(os.Getenv("NATSCERT_BENCH_LIMIT")); len(ls) == 1 {
+		limiter = bus.NewSwapLimiter(ls[0])
+	}
 	var pmu sync.Mutex
 	var wait, dial, sub, overlap, retire time.Duration
 	var nrep int
@@ -267,7 +271,7 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 			defer wg.Done()
 			defer func() { <-sem }()
 			c, err := bus.Connect(context.Background(), url, bus.WithSource(src), bus.WithStrategy(strategy), bus.WithSpread(0),
-				bus.WithName(fmt.Sprintf("conv-%s-%d", strategy, i)), bus.WithLogger(quiet()), bus.WithSwapHandler(onSwap))
+				bus.WithName(fmt.Sprintf("conv-%s-%d", strategy, i)), bus.WithLogger(quiet()), bus.WithSwapHandler(onSwap), bus.WithSwapLimiter(limiter))
 			if err != nil {
 				t.Error(err)
 				return
