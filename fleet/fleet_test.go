@@ -385,3 +385,32 @@ func TestPollReusesPreviousScan(t *testing.T) {
 		}
 	}
 }
+
+// Processes that name their connection after the host share that name but
+// not their leaves: expected by fingerprint, each is counted, none is
+// superseded by the others.
+func TestSharedNameMembersByFingerprint(t *testing.T) {
+	f := newFixture(t, 2)
+	var members []fleet.Member
+	newM := fleet.NewMaterial()
+	for i := 0; i < 3; i++ {
+		l := issue(t, f.newCA, "replica")
+		newM.Add(l.Cert)
+		f.mustDial(t, f.c.Servers[i%2].ClientURL, l, "host-a")
+		members = append(members, fleet.Member{Fingerprints: []string{pki.CertSHA256(l.Cert)}})
+	}
+	// A fourth process on the same host still on an old leaf is not in
+	// the wave: it must not hold the wave's gate.
+	straggler := issue(t, f.oldCA, "replica")
+	f.mustDial(t, f.c.Servers[0].ClientURL, straggler, "host-a")
+	f.waitConns(t, 4)
+	obs, err := fleet.New(fleet.Monitor(f.c.MonitorURLs()...), fleet.WithSettle(0), fleet.WithNew(newM),
+		fleet.WithOld(fleet.NewMaterial(straggler.Cert)), fleet.WithExpectMembers(members...), fleet.WithExpectedOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := obs.Poll(ctxT(t, 30*time.Second))
+	if err != nil || st.Verdict != fleet.Converged || st.Counts.New != 3 {
+		t.Fatalf("%v %s %+v %v", err, st.Verdict, st.Counts, st.Reasons)
+	}
+}

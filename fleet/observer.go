@@ -30,6 +30,7 @@ type config struct {
 	members      []Member
 	memberCount  int
 	byName       map[string]Member
+	prints       map[string]bool // fingerprints of members expected by fingerprint
 	expectedOnly bool
 	strict       bool
 	settle       time.Duration
@@ -124,7 +125,7 @@ func New(src Source, opts ...Option) (*Observer, error) {
 		return nil, fmt.Errorf("fleet: nil source")
 	}
 	cfg := config{settle: DefaultSettle, pageSize: DefaultPageSize, scans: DefaultScans,
-		interval: DefaultInterval, byName: map[string]Member{}}
+		interval: DefaultInterval, byName: map[string]Member{}, prints: map[string]bool{}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -142,8 +143,12 @@ func New(src Source, opts ...Option) (*Observer, error) {
 			return nil, fmt.Errorf("fleet: an expected member needs a name or a fingerprint")
 		}
 		for _, fp := range m.Fingerprints {
-			if _, ok := normalizeFingerprint(fp); !ok {
+			n, ok := normalizeFingerprint(fp)
+			if !ok {
 				return nil, fmt.Errorf("fleet: member %s: %q is not a hex sha256 fingerprint", m, fp)
+			}
+			if m.Name == "" {
+				cfg.prints[n] = true
 			}
 		}
 		if m.Name != "" {

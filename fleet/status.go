@@ -195,9 +195,14 @@ func (s *Status) Err() error {
 	}
 }
 
-// memberKey names the member a connection belongs to.
-func memberKey(c *Connection) string {
+// memberKey names the member a connection belongs to. A connection an
+// expected member claims by fingerprint is keyed by its leaf, whatever
+// name it sets: processes that name themselves after a shared host are
+// not one member.
+func (o *Observer) memberKey(c *Connection) string {
 	switch {
+	case c.CertSHA256 != "" && (o.cfg.prints[c.CertSHA256] || o.cfg.prints[c.SPKISHA256]):
+		return "sha256:" + c.CertSHA256
 	case c.Name != "":
 		return c.Name
 	case c.CertSHA256 != "":
@@ -247,7 +252,7 @@ func (o *Observer) build(scans []serverScan, now time.Time) *Status {
 			c.Class = o.cls.classify(c.CertSHA256, c.SPKISHA256)
 			c.System = r.Account == sys
 			if !c.System {
-				c.Member = memberKey(&c)
+				c.Member = o.memberKey(&c)
 			}
 			st.Connections = append(st.Connections, c)
 		}
@@ -305,11 +310,14 @@ func (o *Observer) build(scans []serverScan, now time.Time) *Status {
 
 // supersede marks, for every named member, all but its newest
 // connections (the newest `want` when more replicas are expected).
+// Connections an expected member claims by fingerprint are left alone:
+// replicas that share a host name as their connection name are told
+// apart by their leaves, not by that name.
 func (o *Observer) supersede(conns []Connection) {
 	byName := map[string][]*Connection{}
 	for i := range conns {
 		c := &conns[i]
-		if !c.System && c.Name != "" {
+		if !c.System && c.Name != "" && !o.cfg.prints[c.CertSHA256] && !o.cfg.prints[c.SPKISHA256] {
 			byName[c.Name] = append(byName[c.Name], c)
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/natscert/natscert/fleet"
 )
 
 // Abort rolls a rotation back before revoke: members get their old files
@@ -129,26 +131,28 @@ func (r *Runner) rollback(ctx context.Context) (string, error) {
 	notes = append(notes, obs)
 	// 3. Anything still presenting new material is kicked and must come
 	// back on old.
-	v := r.observe(ctx)
-	if err := v.err(); err != nil {
+	st, err := r.look(ctx, mat.members)
+	if err != nil {
 		return "", err
 	}
+	byID := r.serverByID(st)
 	var kicked []*memberState
-	for _, s := range r.servers {
-		for _, m := range mat.members {
-			mv := v.of(m)
-			for _, c := range mv.New {
-				if c.Server != s.Name() {
-					continue
-				}
-				if err := s.Kick(ctx, c.CID); err != nil {
-					return "", fmt.Errorf("rotation: %w: kick %s: %w", ErrPhaseFailed, m.Name, err)
-				}
-				r.kicked[m.Name] = true
-				r.emit(Event{Kind: ConnKicked, Phase: PhaseAbort, Member: m.Name, Server: s.Name(), OK: true, Detail: fmt.Sprintf("cid %d on new material", c.CID)})
-				kicked = append(kicked, m)
-			}
+	for i := range st.Connections {
+		c := &st.Connections[i]
+		m := r.memberOf(c)
+		if c.System || c.Class != fleet.ClassNew || m == nil {
+			continue
 		}
+		s := byID[c.ServerID]
+		if s == nil {
+			return "", fmt.Errorf("rotation: %w: kick %s: server %s is not one of the plan's", ErrPhaseFailed, m.Name, c.Server)
+		}
+		if err := s.Kick(ctx, c.CID); err != nil {
+			return "", fmt.Errorf("rotation: %w: kick %s: %w", ErrPhaseFailed, m.Name, err)
+		}
+		r.kicked[m.Name] = true
+		r.emit(Event{Kind: ConnKicked, Phase: PhaseAbort, Member: m.Name, Server: s.Name(), OK: true, Detail: fmt.Sprintf("cid %d on new material", c.CID)})
+		kicked = append(kicked, m)
 	}
 	if len(kicked) > 0 {
 		obs, err := r.waitOld(ctx, dedupe(kicked), or(r.plan.Timeouts.Return, 30*time.Second), time.Second)

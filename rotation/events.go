@@ -39,6 +39,9 @@ var (
 const (
 	PhasePreflight = "preflight"
 	PhaseTrustBoth = "trust_both"
+	// PhaseServerCerts renews the servers' own certificates (when the
+	// plan's material.server_certs is set).
+	PhaseServerCerts = "server_certs"
 	PhaseWaves     = "waves"
 	PhaseConverged = "converged"
 	PhaseRevoke    = "revoke"
@@ -136,13 +139,17 @@ type MemberResult struct {
 	Kicked    bool `json:"kicked,omitempty"`
 }
 
-// ServerProof is the proof on one server: the old certificate refused in
-// the handshake and the new one accepted, in the same step.
+// ServerProof is the proof on one server: the old certificate refused
+// (in the handshake; after it, for a same-CA rotation revoked by
+// pinned_certs) and the new one accepted, in the same step.
 type ServerProof struct {
 	Server string      `json:"server"`
 	OK     bool        `json:"ok"`
 	Old    ProbeResult `json:"old"`
 	New    ProbeResult `json:"new"`
+	// ServerCertSHA256 is the renewed server leaf the server must present
+	// (material.server_certs); New.ServerCertSHA256 is what it did.
+	ServerCertSHA256 string `json:"server_cert_sha256,omitempty"`
 	// OldRemaining counts connections still presenting old material.
 	OldRemaining int `json:"old_remaining"`
 }

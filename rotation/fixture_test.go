@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natscert/natscert/fleet"
 	"github.com/natscert/natscert/internal/embedded"
 	"github.com/natscert/natscert/pki"
 )
@@ -262,15 +263,19 @@ func fingerprintOf(t *testing.T, path string) string {
 	return fingerprint(b)
 }
 
-// presented lists what every server sees each connection present, by
-// connection name or, unnamed, by fingerprint.
-func (f *fixture) presented(t *testing.T) []Conn {
+// presented lists what every server sees each connection present, as
+// fleet reports it (system connections left out).
+func (f *fixture) presented(t *testing.T) []fleet.Connection {
 	t.Helper()
-	var out []Conn
-	for _, s := range f.servers() {
-		cs, err := s.Connz(context.Background())
-		must(t, err)
-		out = append(out, cs...)
+	obs, err := fleet.New(fleet.Monitor(f.cluster.MonitorURLs()...), fleet.WithSettle(0))
+	must(t, err)
+	st, err := obs.Poll(context.Background())
+	must(t, err)
+	var out []fleet.Connection
+	for _, c := range st.Connections {
+		if !c.System {
+			out = append(out, c)
+		}
 	}
 	return out
 }

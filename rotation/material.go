@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/natscert/natscert/fleet"
 	"github.com/natscert/natscert/pki"
 )
 
@@ -22,6 +23,13 @@ type loaded struct {
 	probeOld    tls.Certificate
 	probeNew    tls.Certificate
 	members     []*memberState
+	// pinned: old and new client CA are the same; revoke by pinned_certs.
+	pinned      bool
+	pinnedExtra []*x509.Certificate
+	// serverCA issues the servers' new leaves (material.server_certs).
+	serverCA *pki.CA
+	// oldLeaves and newLeaves classify connections (package fleet).
+	oldLeaves, newLeaves *fleet.Material
 	// findings are warnings from inspecting the material.
 	findings []string
 }
@@ -74,11 +82,39 @@ func loadMaterial(p *Plan) (*loaded, error) {
 		return nil, fmt.Errorf("rotation: %w: material.old_client_ca: %v", ErrPlan, err)
 	}
 	l.newCACerts = newCerts
+	shared := 0
 	for _, o := range oldCerts {
 		for _, n := range newCerts {
 			if o.Equal(n) {
-				return nil, fmt.Errorf("rotation: %w: material: old and new client CA are the same certificate (same-CA leaf rotation is not a CA rotation)", ErrPlan)
+				shared++
 			}
+		}
+	}
+	switch {
+	case shared == len(oldCerts) && shared == len(newCerts):
+		// Same CA: the leaves rotate, and pinned_certs revokes the old.
+		l.pinned = true
+	case shared > 0:
+		return nil, fmt.Errorf("rotation: %w: material: old and new client CA bundles share a CA but differ; give the same file (same-CA leaf rotation, revoked by pinned_certs) or disjoint CAs", ErrPlan)
+	}
+	for _, f := range m.Pinned {
+		certs, err := pki.ReadCertificates(p.path(f))
+		if err != nil {
+			return nil, fmt.Errorf("rotation: %w: material.pinned: %v", ErrPlan, err)
+		}
+		l.pinnedExtra = append(l.pinnedExtra, certs...)
+	}
+	if sc := m.ServerCerts; sc != nil {
+		caFile := or(sc.CA, m.ServerCA)
+		if l.serverCA, err = pki.LoadCA(p.path(caFile), p.path(sc.CAKey)); err != nil {
+			return nil, fmt.Errorf("rotation: %w: material.server_certs: %v", ErrPlan, err)
+		}
+		trusted := false
+		for _, c := range scerts {
+			trusted = trusted || c.Equal(l.serverCA.Cert)
+		}
+		if !trusted {
+			return nil, fmt.Errorf("rotation: %w: material.server_certs.ca: %s is not in material.server_ca; moving the servers to another CA needs every member to trust it first (a server CA rotation), which this plan does not describe", ErrPlan, caFile)
 		}
 	}
 	var newIssuer, oldIssuer *pki.CA
@@ -106,7 +142,7 @@ func loadMaterial(p *Plan) (*loaded, error) {
 			}
 			return checkPair(field, c, k, roots)
 		}
-		return mintOnce(filepath.Join(state, mintDir), cn, issuer, lifetime)
+		return mintOnce(filepath.Join(state, mintDir), clientLeaf(issuer, cn, lifetime))
 	}
 	po, err := pair("material.probe.old", m.Probe.Old, "probe-old", "natscert probe (old)", oldIssuer, oldCerts)
 	if err != nil {
@@ -159,6 +195,8 @@ func loadMaterial(p *Plan) (*loaded, error) {
 			l.members = append(l.members, st)
 		}
 	}
+	l.oldLeaves = leafMaterial(po.CertPEM, l.members, true)
+	l.newLeaves = leafMaterial(pn.CertPEM, l.members, false)
 	return l, nil
 }
 
@@ -215,29 +253,46 @@ func checkPair(field string, certPEM, keyPEM []byte, roots []*x509.Certificate) 
 	return Files{CertPEM: certPEM, KeyPEM: keyPEM}, nil
 }
 
-// mintOnce issues a client leaf into dir, or reads the one issued there by
-// an earlier run.
-func mintOnce(dir, cn string, issuer *pki.CA, lifetime time.Duration) (Files, error) {
-	cp, kp := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if c, err := os.ReadFile(cp); err == nil {
-		if k, err := os.ReadFile(kp); err == nil {
-			return Files{CertPEM: c, KeyPEM: k}, nil
-		}
+// mintOnce issues a leaf into dir, or reads the one issued there by an
+// earlier run.
+func mintOnce(dir string, issue func() (*pki.Leaf, error)) (Files, error) {
+	if f, err := readMinted(dir); err == nil {
+		return f, nil
 	}
-	if issuer == nil {
-		return Files{}, fmt.Errorf("rotation: %w: no CA key to mint %q", ErrPlan, cn)
-	}
-	leaf, err := issuer.Issue(cn, pki.RoleClient, pki.WithLifetime(lifetime))
+	leaf, err := issue()
 	if err != nil {
-		return Files{}, fmt.Errorf("rotation: mint %q: %w", cn, err)
+		return Files{}, fmt.Errorf("rotation: mint into %s: %w", dir, err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Files{}, fmt.Errorf("rotation: mint %q: %w", cn, err)
+		return Files{}, fmt.Errorf("rotation: mint: %w", err)
 	}
-	if err := leaf.WriteFiles(cp, kp); err != nil {
-		return Files{}, fmt.Errorf("rotation: mint %q: %w", cn, err)
+	if err := leaf.WriteFiles(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")); err != nil {
+		return Files{}, fmt.Errorf("rotation: mint: %w", err)
 	}
 	return Files{CertPEM: leaf.CertPEM, KeyPEM: leaf.KeyPEM}, nil
+}
+
+// readMinted reads the leaf mintOnce left in dir.
+func readMinted(dir string) (Files, error) {
+	c, err := os.ReadFile(filepath.Join(dir, "cert.pem"))
+	if err != nil {
+		return Files{}, err
+	}
+	k, err := os.ReadFile(filepath.Join(dir, "key.pem"))
+	if err != nil {
+		return Files{}, err
+	}
+	return Files{CertPEM: c, KeyPEM: k}, nil
+}
+
+// clientLeaf mints a client leaf named cn from issuer.
+func clientLeaf(issuer *pki.CA, cn string, lifetime time.Duration) func() (*pki.Leaf, error) {
+	return func() (*pki.Leaf, error) {
+		if issuer == nil {
+			return nil, fmt.Errorf("%w: no CA key to mint %q", ErrPlan, cn)
+		}
+		return issuer.Issue(cn, pki.RoleClient, pki.WithLifetime(lifetime))
+	}
 }
 
 func fingerprint(certPEM []byte) string {

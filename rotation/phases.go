@@ -39,34 +39,34 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 	if !est.Fits {
 		return "", fmt.Errorf("rotation: %w: the budget (%s, worst case %s) exceeds the SLA %s", ErrPhaseFailed, est.Total, est.WorstTotal, est.SLA)
 	}
+	ids, err := r.identities(ctx)
+	if err != nil {
+		return "", err
+	}
 	var notes []string
 	for _, s := range r.servers {
-		v, err := s.Varz(ctx)
-		if err != nil {
-			return "", fmt.Errorf("rotation: %w: server %s: %w", ErrIncomplete, s.Name(), err)
-		}
-		notes = append(notes, fmt.Sprintf("%s (%s) config loaded %s", s.Name(), v.ServerName, v.ConfigLoadTime.Format(time.RFC3339)))
+		v := ids[s.Name()]
+		notes = append(notes, fmt.Sprintf("%s (%s) config loaded %s", s.Name(), v.Name, v.ConfigLoadTime.Format(time.RFC3339)))
 	}
 	// Members must be present, on old material or (resumed) new.
 	timeout := or(r.plan.Timeouts.Converge, 60*time.Second) / 2
 	deadline := time.Now().Add(timeout)
 	var missing []string
-	var onOld, onNew int
+	var onOld, onNewN int
 	for {
-		v := r.observe(ctx)
-		if err := v.err(); err != nil {
+		st, err := r.look(ctx, mat.members)
+		if err != nil {
 			return "", err
 		}
-		missing, onOld, onNew = nil, 0, 0
-		for _, m := range mat.members {
-			mv := v.of(m)
-			switch {
-			case mv.onNew(m):
-				onNew++
-			case len(mv.Old)+len(mv.New) >= m.Replicas:
+		missing, onOld, onNewN = nil, 0, 0
+		for i, m := range mat.members {
+			switch e := st.Expected[i]; {
+			case onNew(st, i, m):
+				onNewN++
+			case e.Seen >= m.Replicas:
 				onOld++
 			default:
-				missing = append(missing, fmt.Sprintf("%s (%s, want %d)", m.Name, mv, m.Replicas))
+				missing = append(missing, fmt.Sprintf("%s (seen %d, want %d)", m.Name, e.Seen, m.Replicas))
 			}
 		}
 		if len(missing) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
@@ -78,7 +78,7 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("rotation: %w: expected members not present: %s", ErrIncomplete, strings.Join(missing, ", "))
 	}
 	obs := fmt.Sprintf("%d server(s) readable: %s; %d member(s) present (%d on old, %d on new); budget %s (worst case %s)",
-		len(r.servers), strings.Join(notes, "; "), len(mat.members), onOld, onNew, est.Total, est.WorstTotal)
+		len(r.servers), strings.Join(notes, "; "), len(mat.members), onOld, onNewN, est.Total, est.WorstTotal)
 	if est.SLA > 0 {
 		obs += " within SLA " + est.SLA.String()
 	}
@@ -136,13 +136,9 @@ func (r *Runner) serverBackup(s Server) string {
 // accepted). The old probe is only required to be accepted, never
 // rejected, here: rejection is the proof's to observe.
 func (r *Runner) setTrust(ctx context.Context, phase string, bundle []byte, want map[string]bool) (string, error) {
-	before := map[string]time.Time{}
-	for _, s := range r.servers {
-		v, err := s.Varz(ctx)
-		if err != nil {
-			return "", fmt.Errorf("rotation: %w: %w", ErrIncomplete, err)
-		}
-		before[s.Name()] = v.ConfigLoadTime
+	before, err := r.loadTimes(ctx)
+	if err != nil {
+		return "", err
 	}
 	for _, s := range r.servers {
 		cur, err := s.ReadClientCA(ctx)
@@ -179,13 +175,27 @@ func (r *Runner) setTrust(ctx context.Context, phase string, bundle []byte, want
 	}
 }
 
+// loadTimes reads every server's config_load_time.
+func (r *Runner) loadTimes(ctx context.Context) (map[string]time.Time, error) {
+	ids, err := r.identities(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]time.Time{}
+	for name, v := range ids {
+		out[name] = v.ConfigLoadTime
+	}
+	return out, nil
+}
+
 // checkTrust observes each server once: its configuration reloaded since
 // before, and the probes answered as wanted.
 func (r *Runner) checkTrust(ctx context.Context, before map[string]time.Time, want map[string]bool) (pending, notes []string, err error) {
+	ids, ierr := r.identities(ctx)
 	for _, s := range r.servers {
-		v, verr := s.Varz(ctx)
-		if verr != nil {
-			pending = append(pending, fmt.Sprintf("%s: %v", s.Name(), verr))
+		v, ok := ids[s.Name()]
+		if !ok {
+			pending = append(pending, fmt.Sprintf("%s: not readable: %v", s.Name(), ierr))
 			continue
 		}
 		if !v.ConfigLoadTime.After(before[s.Name()]) {
@@ -193,7 +203,7 @@ func (r *Runner) checkTrust(ctx context.Context, before map[string]time.Time, wa
 			continue
 		}
 		note := fmt.Sprintf("%s: config_load_time %s", s.Name(), v.ConfigLoadTime.Format(time.RFC3339Nano))
-		ok := true
+		ok = true
 		for _, which := range []string{"new", "old"} {
 			if !want[which] {
 				continue
@@ -495,46 +505,59 @@ func (r *Runner) converged(ctx context.Context) (string, error) {
 	return obs, err
 }
 
-// revoke makes the servers trust only the new CA, then kicks every
-// connection still presenting old material; each kicked member must come
-// back on new material.
+// revoke makes the servers trust only the new CA (or, when old and new
+// client CA are the same, accept only the pinned new leaves: pinned_certs
+// is re-checked on reload and drops every unpinned connection), then
+// kicks every connection still presenting old material; each member that
+// was dropped or kicked must come back on new material.
 func (r *Runner) revoke(ctx context.Context) (string, error) {
+	before, err := r.look(ctx, r.mat.members)
+	if err != nil {
+		return "", err
+	}
+	stale := map[string]bool{}
+	var stragglers []*memberState
+	for i := range before.Connections {
+		c := &before.Connections[i]
+		if r.stale(c) {
+			stale[fmt.Sprintf("%s/%d", c.ServerID, c.CID)] = true
+			if m := r.memberOf(c); m != nil && !r.kicked[m.Name] {
+				r.kicked[m.Name] = true
+				stragglers = append(stragglers, m)
+			}
+		}
+	}
+	if r.mat.pinned {
+		conf := r.pinnedConf()
+		for _, s := range r.servers {
+			if err := s.WritePinnedCerts(ctx, conf); err != nil {
+				return "", fmt.Errorf("rotation: %w: %s: %w", ErrPhaseFailed, s.Name(), err)
+			}
+		}
+	}
 	obs, err := r.setTrust(ctx, PhaseRevoke, r.mat.newCA, map[string]bool{"new": true})
 	if err != nil {
 		return "", err
 	}
-	v := r.observe(ctx)
-	if err := v.err(); err != nil {
+	if r.mat.pinned {
+		obs = "pinned_certs: the new leaves only; " + obs
+	}
+	kicked, err := r.kickStale(ctx, PhaseRevoke)
+	if err != nil {
 		return "", err
 	}
-	byServer := map[string]Server{}
-	for _, s := range r.servers {
-		byServer[s.Name()] = s
-	}
-	var stragglers []*memberState
-	for _, m := range r.mat.members {
-		mv := v.of(m)
-		conns := append(append([]Conn(nil), mv.Old...), mv.Other...)
-		if len(conns) == 0 {
-			continue
-		}
-		stragglers = append(stragglers, m)
-		r.kicked[m.Name] = true
-		for _, c := range conns {
-			s := byServer[c.Server]
-			kerr := s.Kick(ctx, c.CID)
-			r.emit(Event{Kind: ConnKicked, Phase: PhaseRevoke, Member: m.Name, Server: c.Server, OK: kerr == nil,
-				Detail: fmt.Sprintf("cid %d presenting %s", c.CID, short(c.CertSHA256))})
-			if kerr != nil {
-				return "", fmt.Errorf("rotation: %w: kick %s cid %d on %s: %w", ErrPhaseFailed, m.Name, c.CID, c.Server, kerr)
-			}
-			r.mu.Lock()
-			r.res.Kicks = append(r.res.Kicks, KickRecord{Server: c.Server, CID: c.CID, Member: m.Name, At: time.Now()})
-			r.mu.Unlock()
+	dropped := len(stale) - len(r.res.Kicks)
+	for _, m := range kicked {
+		if !contains(stragglers, m) {
+			stragglers = append(stragglers, m)
 		}
 	}
-	if len(stragglers) == 0 {
+	if len(stale) == 0 && len(kicked) == 0 {
 		return obs + "; no connection presented old material, nothing kicked", nil
+	}
+	obs += fmt.Sprintf("; %d connection(s) on old material dropped by the reload, %d kicked", max(dropped, 0), len(r.res.Kicks))
+	if len(stragglers) == 0 {
+		return obs, nil
 	}
 	back, err := r.waitMembers(ctx, stragglers, or(r.plan.Timeouts.Return, 30*time.Second), time.Second)
 	r.mu.Lock()
@@ -543,27 +566,79 @@ func (r *Runner) revoke(ctx context.Context) (string, error) {
 	}
 	r.mu.Unlock()
 	if errors.Is(err, errNotOnNew) {
-		return "", fmt.Errorf("rotation: %w: kicked member(s) did not come back on new material: %s", ErrPhaseFailed, back)
+		return "", fmt.Errorf("rotation: %w: member(s) dropped or kicked did not come back on new material: %s", ErrPhaseFailed, back)
 	}
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s; kicked %d member(s) still on old material, all back on new: %s", obs, len(stragglers), back), nil
+	return fmt.Sprintf("%s; %d member(s) that were on old material all back on new: %s", obs, len(stragglers), back), nil
+}
+
+func contains[T comparable](xs []T, x T) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+// kickStale kicks every connection that must not survive a revoke (see
+// stale) and returns the members it belonged to.
+func (r *Runner) kickStale(ctx context.Context, phase string) ([]*memberState, error) {
+	st, err := r.look(ctx, r.mat.members)
+	if err != nil {
+		return nil, err
+	}
+	byID := r.serverByID(st)
+	var stragglers []*memberState
+	for i := range st.Connections {
+		c := &st.Connections[i]
+		if !r.stale(c) {
+			continue
+		}
+		m, name := r.memberOf(c), c.Member
+		if m != nil {
+			name = m.Name
+			if !r.kicked[m.Name] {
+				stragglers = append(stragglers, m)
+			}
+			r.kicked[m.Name] = true
+		}
+		s := byID[c.ServerID]
+		if s == nil {
+			return nil, fmt.Errorf("rotation: %w: kick cid %d: server %s is not one of the plan's", ErrPhaseFailed, c.CID, c.Server)
+		}
+		kerr := s.Kick(ctx, c.CID)
+		if kerr != nil && strings.Contains(kerr.Error(), "no such client") {
+			kerr = nil // gone by itself since the look (dropped, or it reconnected)
+		}
+		r.emit(Event{Kind: ConnKicked, Phase: phase, Member: name, Server: s.Name(), OK: kerr == nil,
+			Detail: fmt.Sprintf("cid %d presenting %s (%s)", c.CID, short(c.CertSHA256), c.Class)})
+		if kerr != nil {
+			return nil, fmt.Errorf("rotation: %w: kick %s cid %d on %s: %w", ErrPhaseFailed, name, c.CID, s.Name(), kerr)
+		}
+		r.mu.Lock()
+		r.res.Kicks = append(r.res.Kicks, KickRecord{Server: s.Name(), CID: c.CID, Member: name, At: time.Now()})
+		r.mu.Unlock()
+	}
+	return stragglers, nil
 }
 
 // proof probes every server with the old and the new probe leaf in the
-// same step: the old must be refused in the TLS handshake, the new must
-// complete CONNECT/PING/PONG, and no old fingerprint may remain.
+// same step: the old must be refused (oldRefused), the new must complete
+// CONNECT/PING/PONG, no old fingerprint may remain, and a server whose
+// certificate was renewed must present the new one.
 func (r *Runner) proof(ctx context.Context) (string, error) {
-	v := r.observe(ctx)
-	if err := v.err(); err != nil {
+	st, err := r.look(ctx, r.mat.members)
+	if err != nil {
 		return "", err
 	}
+	byID := r.serverByID(st)
 	old := map[string]int{}
-	for _, m := range r.mat.members {
-		mv := v.of(m)
-		for _, c := range append(mv.Old, mv.Other...) {
-			old[c.Server]++
+	for i := range st.Connections {
+		if c := &st.Connections[i]; r.stale(c) && byID[c.ServerID] != nil {
+			old[byID[c.ServerID].Name()]++
 		}
 	}
 	proofs := make([]ServerProof, len(r.servers))
@@ -578,7 +653,11 @@ func (r *Runner) proof(ctx context.Context) (string, error) {
 			go func() { defer inner.Done(); p.Old = r.probe(ctx, s, "old") }()
 			go func() { defer inner.Done(); p.New = r.probe(ctx, s, "new") }()
 			inner.Wait()
-			p.OK = p.Old.Outcome == RejectedHandshake && p.New.Outcome == Accepted && p.OldRemaining == 0
+			p.OK = p.Old.Outcome == r.oldRefused() && p.New.Outcome == Accepted && p.OldRemaining == 0
+			if c := r.newServerCert(s); r.plan.Material.ServerCerts != nil && c != nil {
+				p.ServerCertSHA256 = pki.CertSHA256(c)
+				p.OK = p.OK && p.New.ServerCertSHA256 == p.ServerCertSHA256
+			}
 			proofs[i] = p
 		}()
 	}
@@ -599,6 +678,17 @@ func (r *Runner) proof(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("rotation: %w: proof: %s", ErrPhaseFailed, strings.Join(bad, "; "))
 	}
 	return strings.Join(notes, "; "), nil
+}
+
+// oldRefused is how a server refuses the old probe after revoke: in the
+// TLS handshake once the old CA left ca_file; after the handshake, before
+// CONNECT is accepted, when pinned_certs revoked a leaf of a CA still
+// trusted.
+func (r *Runner) oldRefused() Outcome {
+	if r.mat.pinned {
+		return ClosedAfterHandshake
+	}
+	return RejectedHandshake
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

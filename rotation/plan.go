@@ -67,6 +67,14 @@ type ServerSpec struct {
 	// Deliver copies a local file to the server's host; default: the
 	// server's files are local paths.
 	Deliver *Command `yaml:"deliver" json:"deliver,omitempty"`
+	// CertFile and KeyFile are the server's own certificate and key
+	// (tls.cert_file, tls.key_file); required with material.server_certs.
+	CertFile string `yaml:"cert_file" json:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file" json:"key_file,omitempty"`
+	// PinnedCertsFile is a file natscert owns, included inside the
+	// server's tls block (include "natscert-pinned.conf"); required for a
+	// same-CA client leaf rotation, which revokes by pinned_certs.
+	PinnedCertsFile string `yaml:"pinned_certs_file" json:"pinned_certs_file,omitempty"`
 }
 
 // SystemAccount holds credentials of the server's system account.
@@ -118,6 +126,28 @@ type Material struct {
 	Probe ProbeMaterial `yaml:"probe" json:"probe"`
 	// LeafLifetime is the lifetime of minted leaves; default 90 days.
 	LeafLifetime time.Duration `yaml:"leaf_lifetime" json:"leaf_lifetime,omitempty"`
+	// Pinned are more client certificates (PEM files) to keep accepted
+	// when a same-CA leaf rotation revokes by pinned_certs: clients of
+	// the servers that are not members of the plan. Every other leaf is
+	// dropped at revoke.
+	Pinned []string `yaml:"pinned" json:"pinned,omitempty"`
+	// ServerCerts renews the servers' own certificates, when set.
+	ServerCerts *ServerCerts `yaml:"server_certs" json:"server_certs,omitempty"`
+}
+
+// ServerCerts renews every server's own certificate from the server CA
+// that issued it (a renewal: clients keep trusting the servers). Each new
+// leaf has the names (SANs) of the server's current one.
+type ServerCerts struct {
+	// CA issues the new leaves; default material.server_ca. It must be a
+	// CA that material.server_ca holds: rotating to another server CA
+	// first needs every member's roots to gain it, which this plan does
+	// not do.
+	CA string `yaml:"ca" json:"ca,omitempty"`
+	// CAKey is CA's private key; it mints each server's new leaf.
+	CAKey string `yaml:"ca_key" json:"ca_key"`
+	// Lifetime of the new leaves; default material.leaf_lifetime.
+	Lifetime time.Duration `yaml:"lifetime" json:"lifetime,omitempty"`
 }
 
 // ProbeMaterial holds the probe leaves.
@@ -460,6 +490,26 @@ func (p *Plan) Validate() error {
 	if m.Probe.New.Cert == "" && m.NewClientCAKey == "" {
 		return bad("material.probe.new", "required, or material.new_client_ca_key to mint it")
 	}
+	if sc := m.ServerCerts; sc != nil {
+		if sc.CAKey == "" {
+			return bad("material.server_certs.ca_key", "required: it mints the servers' new leaves")
+		}
+		if sc.Lifetime < 0 {
+			return bad("material.server_certs.lifetime", "negative")
+		}
+		for i, s := range p.Servers {
+			if s.CertFile == "" || s.KeyFile == "" {
+				return bad(fmt.Sprintf("servers[%d].cert_file", i), "cert_file and key_file are required with material.server_certs")
+			}
+		}
+	}
+	if p.SameClientCA() {
+		for i, s := range p.Servers {
+			if s.PinnedCertsFile == "" {
+				return bad(fmt.Sprintf("servers[%d].pinned_certs_file", i), "required: old and new client CA are the same, so old leaves are revoked by pinned_certs")
+			}
+		}
+	}
 	if len(p.Workloads) == 0 {
 		return bad("workloads", "at least one workload is required")
 	}
@@ -554,6 +604,15 @@ func (p *Plan) Validate() error {
 		}
 	}
 	return nil
+}
+
+// SameClientCA reports whether old and new client CA are one file: a
+// same-CA leaf rotation, where the old leaves are revoked by pinned_certs
+// because the CA cannot leave ca_file. (Two files holding the same CA are
+// recognised when the material is loaded.)
+func (p *Plan) SameClientCA() bool {
+	m := p.Material
+	return m.OldClientCA != "" && filepath.Clean(p.path(m.OldClientCA)) == filepath.Clean(p.path(m.NewClientCA))
 }
 
 // path resolves a plan path against Dir.

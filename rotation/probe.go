@@ -50,6 +50,8 @@ type ProbeResult struct {
 	ServerNotAfter   time.Time     `json:"server_not_after,omitzero"`
 	TLSVersion       string        `json:"tls_version,omitempty"`
 	Took             time.Duration `json:"took"`
+
+	serverCert *x509.Certificate // the names of a renewed server leaf come from it
 }
 
 // Probe dials a NATS server as a client would, with raw TLS, presenting
@@ -130,6 +132,7 @@ func (p *Probe) run(ctx context.Context, rawURL string, res *ProbeResult) (Outco
 	if len(st.PeerCertificates) > 0 {
 		res.ServerCertSHA256 = pki.CertSHA256(st.PeerCertificates[0])
 		res.ServerNotAfter = st.PeerCertificates[0].NotAfter
+		res.serverCert = st.PeerCertificates[0]
 	}
 	connect := map[string]any{
 		"verbose": false, "pedantic": false, "tls_required": true,

@@ -189,11 +189,11 @@ func TestGateFailureThenAbort(t *testing.T) {
 	}
 	// Kick every member: each must come back with its old material.
 	ctx := testContext(t)
-	for _, s := range f.cluster.Servers {
-		cs, err := EmbeddedServer(s).Connz(ctx)
-		must(t, err)
-		for _, c := range cs {
-			_ = s.NATS.DisconnectClientByID(c.CID)
+	for _, c := range f.presented(t) {
+		for _, s := range f.cluster.Servers {
+			if s.Name == c.Server {
+				_ = s.NATS.DisconnectClientByID(c.CID)
+			}
 		}
 	}
 	deadline := time.Now().Add(20 * time.Second)

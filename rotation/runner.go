@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/natscert/natscert/budget"
+	"github.com/natscert/natscert/fleet"
 )
 
 // Runner runs one plan's rotation, resumes it, or aborts it.
 type Runner struct {
 	plan    *Plan
 	servers []Server
+	src     fleet.Source // every server's view, through package fleet
 	custom  bool // servers given by WithServers
 	targets map[string]Target
 	onEvent func(Event)
@@ -79,7 +81,8 @@ func New(p *Plan, opts ...Option) (*Runner, error) {
 		// Servers come from the caller; validate the rest of the plan
 		// against a placeholder.
 		q := *p
-		q.Servers = []ServerSpec{{ClientURL: "tls://x", MonitorURL: "http://x", CAFile: "x", Reload: ReloadSpec{Method: ReloadNone}}}
+		q.Servers = []ServerSpec{{ClientURL: "tls://x", MonitorURL: "http://x", CAFile: "x", Reload: ReloadSpec{Method: ReloadNone},
+			CertFile: "x", KeyFile: "x", PinnedCertsFile: "x"}}
 		if err := q.Validate(); err != nil {
 			return nil, err
 		}
@@ -95,6 +98,11 @@ func New(p *Plan, opts ...Option) (*Runner, error) {
 	if len(r.servers) == 0 {
 		return nil, fmt.Errorf("rotation: %w: no servers", ErrPlan)
 	}
+	var urls []string
+	for _, s := range r.servers {
+		urls = append(urls, s.MonitorURL())
+	}
+	r.src = fleet.Monitor(urls...)
 	for i := range p.Workloads {
 		w := &p.Workloads[i]
 		if _, ok := r.targets[w.Name]; !ok {
@@ -169,10 +177,14 @@ func (r *Runner) execute(ctx context.Context, resume bool) (*Result, error) {
 	}{
 		{PhasePreflight, r.preflight, false},
 		{PhaseTrustBoth, r.trustBoth, true},
+		{PhaseServerCerts, r.serverCerts, true},
 		{PhaseWaves, r.waves, true},
 		{PhaseConverged, r.converged, true},
 		{PhaseRevoke, r.revoke, true},
 		{PhaseProof, r.proof, true},
+	}
+	if r.plan.Material.ServerCerts == nil {
+		phases = append(phases[:2], phases[3:]...)
 	}
 	var err error
 	for i, ph := range phases {
@@ -276,8 +288,8 @@ func (r *Runner) finish(err error) {
 		res.Error = err.Error()
 	}
 	if r.mat != nil {
-		v := r.observe(context.WithoutCancel(r.runCtx))
-		for _, m := range r.mat.members {
+		st, err := r.look(context.WithoutCancel(r.runCtx), r.mat.members)
+		for i, m := range r.mat.members {
 			mr := MemberResult{Member: m.Member, Kicked: r.kicked[m.Name]}
 			mr.Delivered = r.j.State("deliver:"+m.Name) == StepDone
 			for _, rec := range r.j.Records() {
@@ -285,7 +297,7 @@ func (r *Runner) finish(err error) {
 					mr.Restarts++
 				}
 			}
-			mr.OnNew = v.complete() && v.of(m).onNew(m)
+			mr.OnNew = err == nil && onNew(st, i, m)
 			res.Members = append(res.Members, mr)
 		}
 	}
@@ -294,17 +306,19 @@ func (r *Runner) finish(err error) {
 
 // sample records the timeline until ctx ends.
 func (r *Runner) sample(ctx context.Context) {
+	obs, err := r.observer(r.mat.members, false, 0)
+	if err != nil {
+		return
+	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		v := r.observe(ctx)
-		if v.complete() {
-			s := Sample{At: v.at}
-			for _, m := range r.mat.members {
-				mv := v.of(m)
-				s.New += len(mv.New)
-				s.Old += len(mv.Old)
-				s.Unknown += len(mv.Other)
+		if st, err := obs.Poll(ctx); err == nil && len(st.MissingServers) == 0 {
+			s := Sample{At: st.Time}
+			for _, e := range st.Expected {
+				s.New += e.Counts.New
+				s.Old += e.Counts.Old
+				s.Unknown += e.Counts.Unknown + e.Counts.None
 			}
 			r.mu.Lock()
 			r.res.Samples = append(r.res.Samples, s)
@@ -345,6 +359,9 @@ func (p *Plan) Schedule() (*Schedule, error) {
 	}
 	s := &Schedule{Plan: p.Name, Budget: est, Parallel: p.Parallel,
 		Phases: []string{PhasePreflight, PhaseTrustBoth, PhaseWaves, PhaseConverged, PhaseRevoke, PhaseProof, PhaseReport}}
+	if p.Material.ServerCerts != nil {
+		s.Phases = append(s.Phases[:2], append([]string{PhaseServerCerts}, s.Phases[2:]...)...)
+	}
 	for i := range p.Workloads {
 		w := &p.Workloads[i]
 		for wi, wave := range chunk(w.Members, w.waveSize()) {

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"strconv"
@@ -18,23 +16,23 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/natscert/natscert/fleet"
 	"github.com/natscert/natscert/internal/embedded"
 	"github.com/natscert/natscert/pki"
 )
 
-// Server is one nats-server as a rotation acts on it and observes it. The
-// host implementation (HostServer) works on files, signals and the
-// monitoring endpoint; EmbeddedServer works on an in-process server.
+// Server is one nats-server as a rotation acts on it. The host
+// implementation (HostServer) works on files, signals and the system
+// account; EmbeddedServer works on an in-process server. What a server
+// does is observed through package fleet, from its MonitorURL.
 type Server interface {
 	// Name identifies the server in events and reports.
 	Name() string
 	// ClientURL is where probes dial, tls://host:port.
 	ClientURL() string
-	// Varz reads what the rotation observes of the server itself.
-	Varz(ctx context.Context) (Varz, error)
-	// Connz lists the server's client connections with the certificates
-	// they presented.
-	Connz(ctx context.Context) ([]Conn, error)
+	// MonitorURL is the HTTP monitoring endpoint the rotation observes
+	// the server through (varz, connz), with package fleet.
+	MonitorURL() string
 	// ReadClientCA returns the client-trust bundle (ca_file) as it is now.
 	ReadClientCA(ctx context.Context) ([]byte, error)
 	// WriteClientCA replaces the client-trust bundle; it takes effect at
@@ -45,119 +43,28 @@ type Server interface {
 	Reload(ctx context.Context) error
 	// Kick disconnects one client connection.
 	Kick(ctx context.Context, cid uint64) error
-}
-
-// Varz is the part of /varz a rotation observes.
-type Varz struct {
-	ServerID        string    `json:"server_id"`
-	ServerName      string    `json:"server_name"`
-	ConfigLoadTime  time.Time `json:"config_load_time"`
-	TLSCertNotAfter time.Time `json:"tls_cert_not_after"`
-	Connections     int       `json:"connections"`
-}
-
-// Conn is one client connection in a server's view.
-type Conn struct {
-	Server string    `json:"server"`
-	CID    uint64    `json:"cid"`
-	Name   string    `json:"name,omitempty"`
-	Start  time.Time `json:"start"`
-	// CertSHA256 and SPKISHA256 are of the leaf the client presented.
-	CertSHA256 string `json:"cert_sha256,omitempty"`
-	SPKISHA256 string `json:"spki_sha256,omitempty"`
-	Subject    string `json:"subject,omitempty"`
-}
-
-// monitor reads /varz and /connz over HTTP.
-type monitor struct {
-	base   string
-	client *http.Client
-}
-
-func newMonitor(base string) monitor {
-	return monitor{base: strings.TrimRight(base, "/"), client: &http.Client{Timeout: 10 * time.Second}}
-}
-
-func (m monitor) get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.base+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := m.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-func (m monitor) varz(ctx context.Context) (Varz, error) {
-	var v Varz
-	if err := m.get(ctx, "/varz", &v); err != nil {
-		return Varz{}, fmt.Errorf("rotation: varz %s: %w", m.base, err)
-	}
-	return v, nil
-}
-
-func (m monitor) connz(ctx context.Context, server string) ([]Conn, error) {
-	const limit = 4096
-	var out []Conn
-	for offset := 0; ; offset += limit {
-		var page struct {
-			Total int `json:"total"`
-			Conns []struct {
-				Cid   uint64    `json:"cid"`
-				Name  string    `json:"name"`
-				Start time.Time `json:"start"`
-				Certs []struct {
-					Subject string `json:"subject"`
-					SPKI    string `json:"spki_sha256"`
-					Cert    string `json:"cert_sha256"`
-				} `json:"tls_peer_certs"`
-			} `json:"connections"`
-		}
-		q := "/connz?auth=true&limit=" + strconv.Itoa(limit) + "&offset=" + strconv.Itoa(offset)
-		if err := m.get(ctx, q, &page); err != nil {
-			return nil, fmt.Errorf("rotation: connz %s: %w", m.base, err)
-		}
-		for _, c := range page.Conns {
-			conn := Conn{Server: server, CID: c.Cid, Name: c.Name, Start: c.Start}
-			if len(c.Certs) > 0 {
-				conn.CertSHA256, conn.SPKISHA256, conn.Subject = c.Certs[0].Cert, c.Certs[0].SPKI, c.Certs[0].Subject
-			}
-			out = append(out, conn)
-		}
-		if len(page.Conns) < limit || offset+limit >= page.Total {
-			return out, nil
-		}
-	}
+	// ReadServerCert returns the server's own certificate (PEM) as it is
+	// now; nil when it cannot be read back (a remote file).
+	ReadServerCert(ctx context.Context) ([]byte, error)
+	// WriteServerCert replaces the server's own certificate and key; it
+	// takes effect at the next Reload.
+	WriteServerCert(ctx context.Context, certPEM, keyPEM []byte) error
+	// WritePinnedCerts replaces the tls include file natscert owns (its
+	// pinned_certs); it takes effect at the next Reload.
+	WritePinnedCerts(ctx context.Context, conf []byte) error
 }
 
 // EmbeddedServer is the in-process implementation of Server over a server
-// of internal/embedded: it writes the server's ca_file, reloads with
-// s.Reload, kicks with DisconnectClientByID and reads varz and connz from
-// the monitoring endpoint, as on a host.
-func EmbeddedServer(s *embedded.Server) Server {
-	return &embeddedServer{s: s, mon: newMonitor(s.MonitorURL)}
-}
+// of internal/embedded: it writes the server's files, reloads with
+// s.Reload and kicks with DisconnectClientByID; it is observed through its
+// monitoring endpoint, as on a host.
+func EmbeddedServer(s *embedded.Server) Server { return &embeddedServer{s: s} }
 
-type embeddedServer struct {
-	s   *embedded.Server
-	mon monitor
-}
+type embeddedServer struct{ s *embedded.Server }
 
-func (e *embeddedServer) Name() string      { return e.s.Name }
-func (e *embeddedServer) ClientURL() string { return e.s.ClientURL }
-func (e *embeddedServer) Varz(ctx context.Context) (Varz, error) {
-	return e.mon.varz(ctx)
-}
-func (e *embeddedServer) Connz(ctx context.Context) ([]Conn, error) {
-	return e.mon.connz(ctx, e.s.Name)
-}
+func (e *embeddedServer) Name() string       { return e.s.Name }
+func (e *embeddedServer) ClientURL() string  { return e.s.ClientURL }
+func (e *embeddedServer) MonitorURL() string { return e.s.MonitorURL }
 func (e *embeddedServer) ReadClientCA(context.Context) ([]byte, error) {
 	b, err := os.ReadFile(e.s.CAFile)
 	if err != nil {
@@ -167,6 +74,30 @@ func (e *embeddedServer) ReadClientCA(context.Context) ([]byte, error) {
 }
 func (e *embeddedServer) WriteClientCA(_ context.Context, bundle []byte) error {
 	if err := pki.WriteFileAtomic(e.s.CAFile, bundle, 0o644); err != nil {
+		return fmt.Errorf("rotation: %s: %w", e.s.Name, err)
+	}
+	return nil
+}
+func (e *embeddedServer) ReadServerCert(context.Context) ([]byte, error) {
+	b, err := os.ReadFile(e.s.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %s: %w", e.s.Name, err)
+	}
+	return b, nil
+}
+func (e *embeddedServer) WriteServerCert(_ context.Context, certPEM, keyPEM []byte) error {
+	// Key first: a reload between the two writes then fails on a key
+	// that does not match, and the server keeps its old pair.
+	if err := pki.WriteFileAtomic(e.s.KeyFile, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("rotation: %s: %w", e.s.Name, err)
+	}
+	if err := pki.WriteFileAtomic(e.s.CertFile, certPEM, 0o644); err != nil {
+		return fmt.Errorf("rotation: %s: %w", e.s.Name, err)
+	}
+	return nil
+}
+func (e *embeddedServer) WritePinnedCerts(_ context.Context, conf []byte) error {
+	if err := pki.WriteFileAtomic(e.s.TLSExtraFile, conf, 0o644); err != nil {
 		return fmt.Errorf("rotation: %s: %w", e.s.Name, err)
 	}
 	return nil
@@ -193,7 +124,6 @@ type hostServer struct {
 	spec  ServerSpec
 	name  string
 	plan  *Plan
-	mon   monitor
 	roots *x509.CertPool
 	// certs are tried in order to reach the system account: a rotation
 	// changes which of them the server accepts.
@@ -207,7 +137,7 @@ type hostServer struct {
 // system account. roots verify the server; certs are client certificates
 // natscert may present to it (the probe leaves), tried in order.
 func HostServer(p *Plan, spec ServerSpec, roots *x509.CertPool, certs ...tls.Certificate) Server {
-	h := &hostServer{spec: spec, name: spec.Name, plan: p, mon: newMonitor(spec.MonitorURL), roots: roots, certs: certs}
+	h := &hostServer{spec: spec, name: spec.Name, plan: p, roots: roots, certs: certs}
 	if h.name == "" {
 		h.name = hostOf(spec.ClientURL)
 	}
@@ -222,18 +152,9 @@ func hostOf(u string) string {
 	return pu.Host
 }
 
-func (h *hostServer) Name() string      { return h.name }
-func (h *hostServer) ClientURL() string { return h.spec.ClientURL }
-
-func (h *hostServer) Varz(ctx context.Context) (Varz, error) {
-	v, err := h.mon.varz(ctx)
-	if err == nil {
-		h.id = v.ServerID
-	}
-	return v, err
-}
-
-func (h *hostServer) Connz(ctx context.Context) ([]Conn, error) { return h.mon.connz(ctx, h.name) }
+func (h *hostServer) Name() string       { return h.name }
+func (h *hostServer) ClientURL() string  { return h.spec.ClientURL }
+func (h *hostServer) MonitorURL() string { return h.spec.MonitorURL }
 
 func (h *hostServer) ReadClientCA(ctx context.Context) ([]byte, error) {
 	if h.spec.Deliver != nil {
@@ -248,14 +169,47 @@ func (h *hostServer) ReadClientCA(ctx context.Context) ([]byte, error) {
 }
 
 func (h *hostServer) WriteClientCA(ctx context.Context, bundle []byte) error {
-	dst := h.plan.path(h.spec.CAFile)
+	return h.write(ctx, "ca_file", h.spec.CAFile, bundle, 0o644)
+}
+
+func (h *hostServer) ReadServerCert(context.Context) ([]byte, error) {
+	if h.spec.Deliver != nil || h.spec.CertFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(h.plan.path(h.spec.CertFile))
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %s: %w", h.name, err)
+	}
+	return b, nil
+}
+
+func (h *hostServer) WriteServerCert(ctx context.Context, certPEM, keyPEM []byte) error {
+	// Key first: a reload between the two writes then fails on a key
+	// that does not match, and the server keeps its old pair.
+	if err := h.write(ctx, "key_file", h.spec.KeyFile, keyPEM, 0o600); err != nil {
+		return err
+	}
+	return h.write(ctx, "cert_file", h.spec.CertFile, certPEM, 0o644)
+}
+
+func (h *hostServer) WritePinnedCerts(ctx context.Context, conf []byte) error {
+	return h.write(ctx, "pinned_certs_file", h.spec.PinnedCertsFile, conf, 0o644)
+}
+
+// write puts one of the server's files in place, locally or by the
+// server's deliver command.
+func (h *hostServer) write(ctx context.Context, field, name string, data []byte, mode os.FileMode) error {
+	if name == "" {
+		return fmt.Errorf("rotation: %w: %s: servers[].%s is not set", ErrPlan, h.name, field)
+	}
+	dst := h.plan.path(name)
 	if h.spec.Deliver == nil {
-		if err := pki.WriteFileAtomic(dst, bundle, 0o644); err != nil {
+		if err := pki.WriteFileAtomic(dst, data, mode); err != nil {
 			return fmt.Errorf("rotation: %s: %w", h.name, err)
 		}
 		return nil
 	}
-	return deliverByCommand(ctx, h.plan, h.spec.Deliver, bundle, 0o644, map[string]any{
+	return deliverByCommand(ctx, h.plan, h.spec.Deliver, data, mode, map[string]any{
 		"Server": h.name, "Dst": dst,
 	})
 }
@@ -303,9 +257,19 @@ func (h *hostServer) sysRequest(ctx context.Context, verb string, body []byte) e
 		return fmt.Errorf("rotation: %s: %s needs servers[].system credentials", h.name, strings.ToLower(verb))
 	}
 	if h.id == "" {
-		if _, err := h.Varz(ctx); err != nil {
-			return err
+		// The server id, for the subject, from the server's own varz.
+		obs, err := fleet.New(fleet.Monitor(h.spec.MonitorURL))
+		if err != nil {
+			return fmt.Errorf("rotation: %s: %w", h.name, err)
 		}
+		srvs, err := obs.Servers(ctx)
+		if err != nil {
+			return fmt.Errorf("rotation: %s: %w", h.name, err)
+		}
+		if len(srvs) != 1 || !srvs[0].Answered || srvs[0].ID == "" {
+			return fmt.Errorf("rotation: %w: %s: no server id from %s", ErrIncomplete, h.name, h.spec.MonitorURL)
+		}
+		h.id = srvs[0].ID
 	}
 	var lastErr error
 	for _, cert := range h.certs {
