@@ -42,12 +42,12 @@ const (
 	// PhaseServerCerts renews the servers' own certificates (when the
 	// plan's material.server_certs is set).
 	PhaseServerCerts = "server_certs"
-	PhaseWaves     = "waves"
-	PhaseConverged = "converged"
-	PhaseRevoke    = "revoke"
-	PhaseProof     = "proof"
-	PhaseReport    = "report"
-	PhaseAbort     = "abort"
+	PhaseWaves       = "waves"
+	PhaseConverged   = "converged"
+	PhaseRevoke      = "revoke"
+	PhaseProof       = "proof"
+	PhaseReport      = "report"
+	PhaseAbort       = "abort"
 )
 
 // EventKind says what an Event reports.

@@ -24,8 +24,10 @@ type loaded struct {
 	probeNew    tls.Certificate
 	members     []*memberState
 	// pinned: old and new client CA are the same; revoke by pinned_certs.
-	pinned      bool
-	pinnedExtra []*x509.Certificate
+	pinned       bool
+	pinnedExtra  []*x509.Certificate
+	pinnedLeaves []*x509.Certificate
+	pins         map[string]bool // spki_sha256 of pinnedLeaves
 	// serverCA issues the servers' new leaves (material.server_certs).
 	serverCA *pki.CA
 	// oldLeaves and newLeaves classify connections (package fleet).
@@ -193,6 +195,13 @@ func loadMaterial(p *Plan) (*loaded, error) {
 				st.Log = p.path(ms.Log)
 			}
 			l.members = append(l.members, st)
+		}
+	}
+	if l.pinned {
+		l.pinnedLeaves = pinnedLeaves(l.probeNew.Leaf, l.members, l.pinnedExtra)
+		l.pins = map[string]bool{}
+		for _, c := range l.pinnedLeaves {
+			l.pins[pki.SPKISHA256(c)] = true
 		}
 	}
 	l.oldLeaves = leafMaterial(po.CertPEM, l.members, true)

@@ -177,10 +177,14 @@ func (r *Runner) memberOf(c *fleet.Connection) *memberState {
 }
 
 // stale reports whether c must not survive a revoke: it presents old
-// material, or it is a member's and presents anything but new.
+// material, or it is a member's and presents anything but new; with
+// pinned_certs, any leaf that is not pinned.
 func (r *Runner) stale(c *fleet.Connection) bool {
 	if c.System {
 		return false
+	}
+	if r.mat.pinned {
+		return !r.mat.pins[c.SPKISHA256]
 	}
 	if c.Class == fleet.ClassOld {
 		return true

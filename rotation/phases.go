@@ -85,6 +85,22 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 	if len(mat.findings) > 0 {
 		obs += "; material: " + strings.Join(mat.findings, "; ")
 	}
+	if mat.pinned {
+		// Said before anything is touched: revoke drops every unpinned leaf.
+		obs += "; same client CA: old leaves will be revoked by pinned_certs"
+		if st, err := r.look(ctx, mat.members); err == nil {
+			var others []string
+			for i := range st.Connections {
+				if c := &st.Connections[i]; r.stale(c) && r.memberOf(c) == nil {
+					others = append(others, fmt.Sprintf("%s %s on %s", or(c.Name, "(no name)"), short(c.SPKISHA256), c.Server))
+				}
+			}
+			if len(others) > 0 {
+				obs += fmt.Sprintf("; %d connection(s) of no member will be dropped at revoke (list them in material.pinned to keep them): %s",
+					len(others), strings.Join(others, ", "))
+			}
+		}
+	}
 	return obs, nil
 }
 

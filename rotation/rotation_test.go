@@ -303,3 +303,97 @@ func TestProbeOutcomes(t *testing.T) {
 		t.Errorf("closed port: %+v", r)
 	}
 }
+
+// The servers' own certificates renewed from the same server CA, in the
+// same run as a client CA rotation (as the drill runs it): every server
+// presents its new leaf, no member is disconnected by that reload, and
+// the proof checks the renewed leaf.
+func TestServerCertsRenewed(t *testing.T) {
+	f := newFixture(t, 3)
+	f.addClient("api-1", "api-1", false)
+	must(t, f.cluster.ServerCA.WriteFiles(f.path("server-ca.pem"), f.path("server-ca-key.pem")))
+	p := f.plan([]string{"api-1"}, nil)
+	p.Material.ServerCerts = &ServerCerts{CAKey: f.path("server-ca-key.pem")}
+	before := map[string]string{}
+	for _, s := range f.cluster.Servers {
+		before[s.Name] = fingerprintOf(t, s.CertFile)
+	}
+	r, err := New(p, WithServers(f.servers()...), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if err != nil {
+		for _, ph := range res.Phases {
+			t.Logf("%s ok=%v %s %s", ph.Name, ph.OK, ph.Observed, ph.Error)
+		}
+		t.Fatalf("Run: %v", err)
+	}
+	if res.Phases[2].Name != PhaseServerCerts || !strings.Contains(res.Phases[2].Observed, "every member connection kept") {
+		t.Errorf("phase %+v", res.Phases[2])
+	}
+	for _, pr := range res.Proof {
+		if !pr.OK || pr.ServerCertSHA256 == "" || pr.New.ServerCertSHA256 != pr.ServerCertSHA256 || pr.ServerCertSHA256 == before[pr.Server] {
+			t.Errorf("proof %s: %+v", pr.Server, pr)
+		}
+	}
+	for _, s := range f.cluster.Servers {
+		if fingerprintOf(t, s.CertFile) == before[s.Name] {
+			t.Errorf("%s: cert_file not renewed", s.Name)
+		}
+	}
+}
+
+// A same-CA leaf rotation: old and new leaves from one CA, revoked by
+// pinned_certs. A straggler outside the plan still holding a member's old
+// leaf is dropped by the reload; the old probe completes the handshake and
+// is closed before CONNECT; the new probe is accepted.
+func TestSameCALeafRotationPinned(t *testing.T) {
+	f := newFixture(t, 3)
+	f.addClient("api-1", "api-1", false)
+	f.addClient("s1", "", true)
+	// A forgotten process nobody listed, on an old leaf of the same CA.
+	leaf, err := f.old.Issue("forgotten", "client")
+	must(t, err)
+	stale := &client{id: "stale", name: "forgotten", static: true, urls: f.cluster.ClientURLs(), roots: f.roots,
+		certFile: f.path("stale.pem"), keyFile: f.path("stale-key.pem")}
+	must(t, leaf.WriteFiles(stale.certFile, stale.keyFile))
+	must(t, stale.start())
+	t.Cleanup(stale.close)
+	p := f.plan([]string{"api-1"}, []string{"s1"})
+	p.Material.NewClientCA, p.Material.NewClientCAKey = p.Material.OldClientCA, p.Material.OldClientCAKey
+	r, err := New(p, WithServers(f.servers()...), WithTarget("static", &target{f: f}), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if err != nil {
+		for _, ph := range res.Phases {
+			t.Logf("%s ok=%v %s %s", ph.Name, ph.OK, ph.Observed, ph.Error)
+		}
+		t.Fatalf("Run: %v", err)
+	}
+	if !strings.Contains(res.Phases[0].Observed, "forgotten") {
+		t.Errorf("preflight does not name the connection revoke will drop: %s", res.Phases[0].Observed)
+	}
+	var revoke PhaseRecord
+	for _, ph := range res.Phases {
+		if ph.Name == PhaseRevoke {
+			revoke = ph
+		}
+	}
+	if !strings.Contains(revoke.Observed, "pinned_certs") || !strings.Contains(revoke.Observed, "1 connection(s) on old material dropped by the reload") {
+		t.Errorf("revoke: %s", revoke.Observed)
+	}
+	for _, pr := range res.Proof {
+		if !pr.OK || pr.Old.Outcome != ClosedAfterHandshake || pr.New.Outcome != Accepted {
+			t.Errorf("proof %s: old %s (%s), new %s", pr.Server, pr.Old.Outcome, pr.Old.Detail, pr.New.Outcome)
+		}
+	}
+	extra, _ := os.ReadFile(f.cluster.Servers[0].TLSExtraFile)
+	if !bytes.Contains(extra, []byte("pinned_certs")) {
+		t.Errorf("tls include: %s", extra)
+	}
+	oldFP := fingerprintOf(t, stale.certFile)
+	for _, c := range f.presented(t) {
+		if c.CertSHA256 == oldFP {
+			t.Errorf("the straggler's old leaf is still connected: %+v", c)
+		}
+	}
+}

@@ -18,7 +18,7 @@ type Runner struct {
 	plan    *Plan
 	servers []Server
 	src     fleet.Source // every server's view, through package fleet
-	custom  bool // servers given by WithServers
+	custom  bool         // servers given by WithServers
 	targets map[string]Target
 	onEvent func(Event)
 	onGate  func(context.Context, GateFailure) GateDecision

@@ -143,29 +143,31 @@ func leafOf(f Files) (*pki.Leaf, error) {
 	return &pki.Leaf{Cert: certs[0], CertPEM: f.CertPEM, KeyPEM: f.KeyPEM}, nil
 }
 
-// pinnedConf is the tls include that revokes old leaves of a same-CA
-// rotation: only the new member leaves, the new probe, and the plan's
-// extra certificates stay pinned. natscert's own connections to the
-// servers (system account) present the new probe leaf.
+// pinnedLeaves are the client leaves a same-CA rotation keeps accepted:
+// the new member leaves, the new probe (natscert's own connections to the
+// servers present it), and the plan's extra certificates.
+func pinnedLeaves(probeNew *x509.Certificate, members []*memberState, extra []*x509.Certificate) []*x509.Certificate {
+	out := []*x509.Certificate{probeNew}
+	for _, m := range members {
+		if l, err := leafOf(m.newFiles); err == nil {
+			out = append(out, l.Cert)
+		}
+	}
+	return append(out, extra...)
+}
+
+// pinnedConf is the tls include that revokes the old leaves of a same-CA
+// rotation: pinned_certs holds the SPKI sha256 of every pinned leaf.
 func (r *Runner) pinnedConf() []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by natscert (rotation %q): only these client leaves are accepted.\npinned_certs: [\n", r.plan.Name)
 	seen := map[string]bool{}
-	add := func(c *x509.Certificate) {
+	for _, c := range r.mat.pinnedLeaves {
 		fp := pki.SPKISHA256(c)
 		if !seen[fp] {
 			seen[fp] = true
 			fmt.Fprintf(&b, "  %q # %s\n", fp, strings.ReplaceAll(c.Subject.CommonName, "\n", " "))
 		}
-	}
-	add(r.mat.probeNew.Leaf)
-	for _, m := range r.mat.members {
-		if l, err := leafOf(m.newFiles); err == nil {
-			add(l.Cert)
-		}
-	}
-	for _, c := range r.mat.pinnedExtra {
-		add(c)
 	}
 	b.WriteString("]\n")
 	return []byte(b.String())
