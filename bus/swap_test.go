@@ -21,6 +21,10 @@ type scenario struct {
 	spread        time.Duration
 	limit         int
 	strategy      Strategy
+	// balanced puts each member behind a load balancer of its own over
+	// the member servers, which gives every dial the next server in turn:
+	// the old connection's server cannot be had again.
+	balanced bool
 }
 
 type outcome struct {
@@ -30,6 +34,9 @@ type outcome struct {
 	swaps, cross       uint64
 	overlap            uint64
 	converge           []time.Duration // per round: new material set to all members on it, old gone
+	reports            []SwapReport
+	fails              *failures
+	tlsNames           map[string]int // names the members verified their servers against, at the end
 }
 
 func (o outcome) String() string {
@@ -40,14 +47,8 @@ func (o outcome) String() string {
 // runScenario starts a cluster, members under traffic, rotates their
 // material sc.rounds times and counts what was lost, duplicated and
 // reordered, and which requests failed.
-func runScenario(t testing.TB, sc scenario) outcome {
-	tt, _ := t.(*testing.T)
-	var f *fixture
-	if tt != nil {
-		f = newFixture(tt, sc.servers, sc.dnsOnly)
-	} else {
-		t.Fatal("runScenario needs a *testing.T")
-	}
+func runScenario(t *testing.T, sc scenario) outcome {
+	f := newFixture(t, sc.servers, sc.dnsOnly)
 	if sc.strategy == "" {
 		sc.strategy = StrategySwap
 	}
@@ -56,17 +57,34 @@ func runScenario(t testing.TB, sc scenario) outcome {
 		t.Fatal(err)
 	}
 	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
-	var urls []string
+	if len(sc.memberServers) == 0 {
+		for i := range f.cluster.Servers {
+			sc.memberServers = append(sc.memberServers, i)
+		}
+	}
+	var urls, addrs []string
 	for _, i := range sc.memberServers {
 		urls = append(urls, f.cluster.Servers[i].ClientURL)
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", f.cluster.Servers[i].Port))
 	}
-	if len(urls) == 0 {
-		urls = f.cluster.ClientURLs()
+	out := outcome{fails: &failures{}, tlsNames: map[string]int{}}
+	var rmu sync.Mutex
+	var reports []SwapReport
+	onSwap := func(r SwapReport) {
+		rmu.Lock()
+		reports = append(reports, r)
+		rmu.Unlock()
 	}
 	limiter := NewSwapLimiter(max(sc.limit, 1))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	members := make([]*member, sc.members)
+	balancers := make([]*balancer, sc.members)
+	if sc.balanced {
+		for i := range balancers {
+			balancers[i] = newBalancer(t, addrs, i)
+		}
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	for i := range members {
@@ -75,9 +93,14 @@ func runScenario(t testing.TB, sc scenario) outcome {
 		go func(i int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			members[i] = startMember(t, ctx, strings.Join(urls, ","), fmt.Sprintf("member-%d", i),
+			url := strings.Join(urls, ",")
+			if sc.balanced {
+				url = balancers[i].url()
+			}
+			members[i] = startMember(t, ctx, url, fmt.Sprintf("member-%d", i),
 				WithSource(src), WithStrategy(sc.strategy), WithSpread(sc.spread), WithSwapLimiter(limiter),
-				WithLogger(testLogger(tt)), WithBackoff(50*time.Millisecond, 2*time.Second))
+				WithLogger(testLogger(t)), WithBackoff(50*time.Millisecond, 2*time.Second),
+				WithSwapHandler(onSwap), WithFailureHandler(out.fails.add))
 		}(i)
 	}
 	wg.Wait()
@@ -95,7 +118,6 @@ func runScenario(t testing.TB, sc scenario) outcome {
 
 	tr := startTraffic(t, pub, req, sc.rate, sc.reqRate)
 	time.Sleep(300 * time.Millisecond)
-	var out outcome
 	for r := 0; r < sc.rounds; r++ {
 		leaf := f.issue(f.ca, "member")
 		want := fp(leaf)
@@ -140,7 +162,11 @@ func runScenario(t testing.TB, sc scenario) outcome {
 		out.swaps += st.Swaps
 		out.cross += st.CrossServerSwaps
 		out.overlap += st.OverlapDeliveries
+		out.tlsNames[st.TLSName]++
 	}
+	rmu.Lock()
+	out.reports = reports[:len(reports):len(reports)]
+	rmu.Unlock()
 	out.reqOK, out.reqFail = tr.reqOK.Load(), tr.reqFail.Load()
 	if e, ok := tr.lastErr.Load().(error); ok {
 		t.Logf("last request error: %v", e)
@@ -196,5 +222,41 @@ func TestLoadSwap(t *testing.T) {
 	t.Log(out)
 	if out.lost != 0 || out.reqFail != 0 || out.swaps != 1000 {
 		t.Fatal(out)
+	}
+}
+
+// Each member reaches the cluster through a load balancer that gives
+// every dial the next server: a swap cannot get the old connection's
+// server back and must take the cross-server path, with its longer grace,
+// while fan-out messages and requests flow. The servers' certificates
+// carry the DNS name localhost only, the name of the balancer's URL: the
+// swap dials the balancer by IP and must still verify against it.
+func TestSwapCrossServer(t *testing.T) {
+	out := runScenario(t, scenario{servers: 3, dnsOnly: true, balanced: true, members: 6, pubServer: 0,
+		rate: 300, reqRate: 30, rounds: 2, spread: 100 * time.Millisecond, limit: 2})
+	t.Log(out)
+	if out.lost != 0 || out.reqFail != 0 || out.swaps != 12 || out.reqOK == 0 {
+		t.Fatal(out)
+	}
+	if out.cross != out.swaps {
+		t.Fatalf("%d of %d swaps counted cross-server", out.cross, out.swaps)
+	}
+	if len(out.reports) != 12 {
+		t.Fatalf("%d swap reports, want 12", len(out.reports))
+	}
+	for _, r := range out.reports {
+		if r.Err != nil || !r.CrossServer || r.FromServerID == r.ToServerID || r.Grace != DefaultCrossServerGrace {
+			t.Fatalf("report: err %v, cross-server %v, from %s to %s, grace %s (want %s)",
+				r.Err, r.CrossServer, r.FromServerID, r.ToServerID, r.Grace, DefaultCrossServerGrace)
+		}
+		if overlap := r.Switched.Sub(r.Subscribed); overlap < DefaultCrossServerGrace {
+			t.Fatalf("overlap %s, shorter than the cross-server grace", overlap)
+		}
+	}
+	if n := out.fails.count(func(f Failure) bool { return f.Reason == ReasonServerCertificate }); n != 0 {
+		t.Fatalf("%d server certificate failures:%s", n, out.fails.String())
+	}
+	if out.tlsNames["localhost"] != 6 {
+		t.Fatalf("servers verified against %v, want localhost for all 6", out.tlsNames)
 	}
 }
