@@ -18,6 +18,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/natscert/natscert/fleet"
 	"github.com/natscert/natscert/pki"
 )
 
@@ -125,6 +126,7 @@ tls {
   ca_file: "{{.S.CAFile}}"
   verify: true
   timeout: 2
+  include "{{.S.Name}}-pinned.conf"
 }
 accounts {
   SYS { users: [ { user: sys, password: sys-e2e } ] }
@@ -163,6 +165,7 @@ func newHostFixture(t *testing.T) *hostFixture {
 		must(t, err)
 		must(t, leaf.WriteFiles(f.path(name+".pem"), f.path(name+"-key.pem")))
 		must(t, pki.WriteFileAtomic(s.caFile, f.old.CertPEM, 0o644))
+		must(t, pki.WriteFileAtomic(f.path(name+"-pinned.conf"), nil, 0o644))
 		f.servers = append(f.servers, s)
 	}
 	for _, s := range f.servers {
@@ -338,7 +341,10 @@ func (f *hostFixture) writePlan(named, unnamed []string, mode Mode) string {
     system: {user: sys, password: sys-e2e}
     reload: {method: signal, pid_file: %s}
     ca_file: %s
-`, s.name, s.port, s.httpPort, s.pidFile, s.caFile)
+    cert_file: %s
+    key_file: %s
+    pinned_certs_file: %s
+`, s.name, s.port, s.httpPort, s.pidFile, s.caFile, f.path(s.name+".pem"), f.path(s.name+"-key.pem"), f.path(s.name+"-pinned.conf"))
 	}
 	fmt.Fprintf(&b, `material:
   server_ca: %s
@@ -566,4 +572,97 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// A same-CA client leaf rotation revoked by pinned_certs, with the
+// servers' own leaves renewed from the same server CA in the same run: no
+// worker is disconnected by the server certificate reload, every server
+// presents its new leaf, and a forgotten worker outside the plan still
+// holding an old leaf is dropped by the revoke reload; the proof passes
+// (old probe closed after the handshake, new probe accepted).
+func TestE2ESameCALeafPinnedAndServerRenewal(t *testing.T) {
+	requireE2E(t)
+	f := newHostFixture(t)
+	must(t, f.serverCA.WriteFiles(f.path("server-ca.pem"), f.path("server-ca-key.pem")))
+	named := []string{"api-1", "api-2", "api-3"}
+	unnamed := []string{"fp-1", "fp-2", "fp-3"}
+	for _, id := range named {
+		f.addWorker(id, "NATS_CLIENT_NAME="+id, "NATSCERT_STRATEGY=reconnect")
+	}
+	for _, id := range unnamed {
+		f.addWorker(id, "NATSCERT_STRATEGY=reconnect")
+	}
+	forgotten := f.addWorker("forgotten", "WORKER_STATIC=1", "NATS_CLIENT_NAME=forgotten")
+	f.waitPresent(7)
+	plan := f.writePlan(named, unnamed, ModeReload)
+	b, err := os.ReadFile(plan)
+	must(t, err)
+	b = bytes.Replace(b, []byte("  new_client_ca: "+f.path("new-ca.pem")), []byte("  new_client_ca: "+f.path("old-ca.pem")), 1)
+	b = bytes.Replace(b, []byte("  new_client_ca_key: "+f.path("new-ca-key.pem")), []byte("  new_client_ca_key: "+f.path("old-ca-key.pem")+
+		"\n  server_certs: {ca_key: "+f.path("server-ca-key.pem")+"}"), 1)
+	must(t, os.WriteFile(plan, b, 0o644))
+	before := map[string]string{}
+	for _, s := range f.servers {
+		before[s.name] = fingerprintOf(t, f.path(s.name+".pem"))
+	}
+	p, err := LoadPlan(plan)
+	must(t, err)
+	r, err := New(p, WithPollInterval(200*time.Millisecond))
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	res, err := r.Run(ctx)
+	if err != nil {
+		f.dumpLogs()
+		for _, ph := range res.Phases {
+			t.Logf("%s ok=%v %s %s", ph.Name, ph.OK, ph.Observed, ph.Error)
+		}
+		t.Fatalf("Run: %v", err)
+	}
+	for _, ph := range res.Phases {
+		switch ph.Name {
+		case PhaseServerCerts:
+			if !strings.Contains(ph.Observed, "every member connection kept") {
+				t.Errorf("server_certs: %s", ph.Observed)
+			}
+		case PhaseRevoke:
+			if !strings.Contains(ph.Observed, "pinned_certs") || !strings.Contains(ph.Observed, "1 connection(s) on old material dropped by the reload") {
+				t.Errorf("revoke: %s", ph.Observed)
+			}
+		}
+	}
+	if len(res.Proof) != 3 {
+		t.Fatalf("proof on %d servers", len(res.Proof))
+	}
+	for _, pr := range res.Proof {
+		if !pr.OK || pr.Old.Outcome != ClosedAfterHandshake || pr.New.Outcome != Accepted ||
+			pr.New.ServerCertSHA256 != pr.ServerCertSHA256 || pr.ServerCertSHA256 == before[pr.Server] {
+			t.Errorf("proof %s: old %s (%s), new %s, server cert %s want %s", pr.Server, pr.Old.Outcome, pr.Old.Detail,
+				pr.New.Outcome, short(pr.New.ServerCertSHA256), short(pr.ServerCertSHA256))
+		}
+	}
+	// The forgotten worker was connected before revoke and is not now.
+	oldFP := fingerprintOf(t, forgotten.certFile)
+	obs, err := fleet.New(fleet.Monitor(f.monitorURLs()...), fleet.WithSettle(0))
+	must(t, err)
+	st, err := obs.Poll(ctx)
+	must(t, err)
+	for _, c := range st.Connections {
+		if c.CertSHA256 == oldFP {
+			t.Errorf("forgotten worker still connected on its old leaf: %+v", c)
+		}
+	}
+	for _, id := range append(named, unnamed...) {
+		if n := f.workers[id].startCount(); n != 1 {
+			t.Errorf("worker %s started %d times", id, n)
+		}
+	}
+}
+
+func (f *hostFixture) monitorURLs() []string {
+	var us []string
+	for _, s := range f.servers {
+		us = append(us, fmt.Sprintf("http://127.0.0.1:%d", s.httpPort))
+	}
+	return us
 }
