@@ -6,18 +6,27 @@
 //     present, the budget within the SLA;
 //  2. trust_both: ca_file = old+new client CA, reload, config_load_time
 //     changed and probes under both CAs accepted on every server;
-//  3. waves: per workload, deliver new leaves, restart (restart mode) or
+//  3. server_certs (when material.server_certs is set): each server's own
+//     leaf renewed from the same server CA, reloaded; every server shows
+//     the new tls_cert_not_after and presents the new leaf to a probe, and
+//     no member connection is lost;
+//  4. waves: per workload, deliver new leaves, restart (restart mode) or
 //     let members reload (reload mode), then gate: the wave's members
 //     present the new fingerprint in every server's view, settled; log
 //     lines and checks within limits. A failed gate pauses (ErrPaused) or
 //     aborts (ErrGateFailed);
-//  4. converged: every member on new material, settled;
-//  5. revoke: ca_file = new client CA only, reload; every connection still
+//  5. converged: every member on new material, settled;
+//  6. revoke: ca_file = new client CA only (or, when old and new client CA
+//     are the same, pinned_certs = the new leaves only, which the reload
+//     enforces on live connections too), reload; every connection still
 //     presenting old material is kicked and its member must come back on
 //     new material;
-//  6. proof: on every server, in the same step, a probe presenting the old
-//     leaf is refused in the TLS handshake and a probe presenting the new
-//     one completes CONNECT/PING/PONG.
+//  7. proof: on every server, in the same step, a probe presenting the old
+//     leaf is refused (in the TLS handshake; after it, with pinned_certs)
+//     and a probe presenting the new one completes CONNECT/PING/PONG.
+//
+// Every observation goes through package fleet, over the servers'
+// monitoring endpoints.
 //
 // Every step is written to a journal (fsync) before and after it acts.
 // Resume re-observes a step left in doubt instead of repeating it, and

@@ -24,10 +24,12 @@ func init() { commands = append(commands, newRotateCmd) }
 func newRotateCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rotate",
-		Short: "Rotate the fleet's client CA through observed phases",
-		Long: `Rotate the clients of a NATS fleet to a new client CA, one observed phase
-at a time: preflight, trust both CAs, waves of members behind gates,
-converged, revoke the old CA (kicking stragglers), and proof.
+		Short: "Rotate the fleet's client certificates (and the servers' own) through observed phases",
+		Long: `Rotate the clients of a NATS fleet to a new client CA, or to new leaves of
+the same CA (revoked by pinned_certs), one observed phase at a time:
+preflight, trust both CAs, the servers' own certificates (when the plan
+renews them), waves of members behind gates, converged, revoke (kicking
+stragglers), and proof.
 
 The plan file is described in docs/plan.md. Every step is journaled in the
 plan's state_dir; after a crash, "resume" continues without repeating a
