@@ -22,6 +22,9 @@ type setup struct {
 	cluster *embedded.Cluster
 	// serverRoots verifies the servers; every member and the harness use it.
 	serverRoots *x509.CertPool
+	// serverCerts is the cert_sha256 of the leaf each server started with,
+	// by server name: the proof must see another one once it is renewed.
+	serverCerts map[string]string
 }
 
 // newSetup issues the CAs and starts the cluster. The servers trust the
@@ -61,6 +64,15 @@ func newSetup(dir string, servers int) (*setup, error) {
 		return nil, fmt.Errorf("drill: start cluster: %w", err)
 	}
 	s.serverRoots = pki.Pool([]*x509.Certificate{s.cluster.ServerCA.Cert})
+	s.serverCerts = map[string]string{}
+	for _, srv := range s.cluster.Servers {
+		certs, err := pki.ReadCertificates(srv.CertFile)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("drill: %s: server certificate: %w", srv.Name, err)
+		}
+		s.serverCerts[srv.Name] = pki.CertSHA256(certs[0])
+	}
 	return s, nil
 }
 

@@ -3,11 +3,14 @@ package drill
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/natscert/natscert/rotation"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,10 +31,22 @@ func smallConfig(t *testing.T, s Strategy) Config {
 	}
 }
 
+// Swap loses nothing through the whole rotation, the renewal of the
+// servers' own certificates included: the members' roots hold the server
+// CA, so the new server leaves are transparent to them.
 func TestDrillSwapLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	res, err := Run(ctx, smallConfig(t, StrategySwap))
+	cfg := smallConfig(t, StrategySwap)
+	var phaseLines []string
+	show := cfg.Progress
+	cfg.Progress = func(e Event) {
+		if strings.HasPrefix(e.Text, "phase ") {
+			phaseLines = append(phaseLines, e.Text)
+		}
+		show(e)
+	}
+	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,6 +61,22 @@ func TestDrillSwapLosesNothing(t *testing.T) {
 	}
 	if !res.Report.OldCertRejected {
 		t.Fatal("old_cert_rejected false")
+	}
+	if sc := res.ServerCerts; sc.Servers != 2 || sc.Renewed != 2 {
+		t.Errorf("server certificates: %+v", sc)
+	}
+	if !strings.Contains(sum.String(), "renewed 2/2, new fingerprint observed") {
+		t.Error("the summary does not say the server certificates were renewed")
+	}
+	var inReport bool
+	for _, ph := range res.Report.Phases {
+		inReport = inReport || ph.Name == rotation.PhaseServerCerts && ph.OK
+	}
+	if !inReport {
+		t.Error("the report has no server_certs phase")
+	}
+	if !slices.ContainsFunc(phaseLines, func(l string) bool { return strings.HasPrefix(l, "phase server_certs observed") }) {
+		t.Errorf("progress did not show server_certs observed: %q", phaseLines)
 	}
 }
 

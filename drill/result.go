@@ -34,6 +34,17 @@ type Result struct {
 	// delivery to its last member seen on new material: the time the
 	// fleet actually spent moving, comparable with the floor.
 	Moving time.Duration
+	// ServerCerts counts the servers' own certificates renewed.
+	ServerCerts ServerCertTally
+}
+
+// ServerCertTally counts the servers whose renewed leaf the proof's probe
+// was shown: the leaf the rotation minted, not the one the server started
+// with.
+type ServerCertTally struct {
+	Servers, Renewed int
+	// NotRenewed names the servers that presented anything else.
+	NotRenewed []string
 }
 
 // MessageTally counts the fan-out stream over the loss window.
@@ -184,13 +195,22 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 		}
 		if len(rot.Proof) > 0 {
 			pr := &report.Proof{OK: true}
+			res.ServerCerts.Servers = len(rot.Proof)
 			for _, p := range rot.Proof {
+				began := d.setup.serverCerts[p.Server]
+				renewed := p.ServerCertSHA256 != "" && p.New.ServerCertSHA256 == p.ServerCertSHA256 && p.ServerCertSHA256 != began
+				if renewed {
+					res.ServerCerts.Renewed++
+				} else {
+					res.ServerCerts.NotRenewed = append(res.ServerCerts.NotRenewed, p.Server)
+				}
 				sp := report.ServerProof{
 					Server:          p.Server,
 					OldRejected:     p.Old.Outcome == rotation.RejectedHandshake,
 					NewAccepted:     p.New.Outcome == rotation.Accepted,
 					OldFingerprints: p.OldRemaining,
-					Detail:          fmt.Sprintf("old: %s %s; new: %s", p.Old.Outcome, p.Old.Detail, p.New.Outcome),
+					Detail: fmt.Sprintf("old: %s %s; new: %s; server certificate renewed %v: presents %s, started with %s",
+						p.Old.Outcome, p.Old.Detail, p.New.Outcome, renewed, short(p.New.ServerCertSHA256), short(began)),
 				}
 				pr.OK = pr.OK && p.OK
 				pr.Servers = append(pr.Servers, sp)
@@ -309,6 +329,9 @@ func (d *run) promises(res *Result) []string {
 	} else if !rep.Proof.OK {
 		broken = append(broken, "proof failed: old certificate not rejected, new not accepted, or old connections left")
 	}
+	if sc := res.ServerCerts; res.Report.Proof != nil && sc.Renewed < sc.Servers {
+		broken = append(broken, fmt.Sprintf("server certificates renewed on %d of %d servers; not on %s", sc.Renewed, sc.Servers, strings.Join(sc.NotRenewed, " ")))
+	}
 	if d.cfg.Strategy == StrategySwap {
 		if res.Messages.Lost > 0 {
 			broken = append(broken, fmt.Sprintf("swap promises zero lost messages: %d lost by %d member(s)", res.Messages.Lost, res.Messages.MembersWithLoss))
@@ -328,10 +351,10 @@ func (r *Result) verdictLine() string {
 		return "no report"
 	}
 	if r.Report.OK && r.Config.Strategy == StrategySwap {
-		return "every promise of swap held: nothing lost, every member on new material, old certificate rejected on every server"
+		return "every promise of swap held: nothing lost, every member on new material, server certificates renewed, old certificate rejected on every server"
 	}
 	if r.Report.OK {
-		return fmt.Sprintf("every promise of %s held: every member on new material, old certificate rejected on every server; measured, not promised: %d messages lost, %d requests failed",
+		return fmt.Sprintf("every promise of %s held: every member on new material, server certificates renewed, old certificate rejected on every server; measured, not promised: %d messages lost, %d requests failed",
 			r.Config.Strategy, r.Messages.Lost, r.Requests.Failed())
 	}
 	return "promise broken: " + strings.Join(r.Report.Broken, "; ")
@@ -380,6 +403,13 @@ func (r *Result) WriteSummary(w io.Writer) error {
 			p("proof "+s.Server, "old rejected %v, new accepted %v, %d old connection(s) left", s.OldRejected, s.NewAccepted, s.OldFingerprints)
 		}
 	}
+	if sc := r.ServerCerts; sc.Servers > 0 {
+		line := fmt.Sprintf("renewed %d/%d, new fingerprint observed", sc.Renewed, sc.Servers)
+		if len(sc.NotRenewed) > 0 {
+			line = fmt.Sprintf("renewed %d/%d; old or unexpected fingerprint on %s", sc.Renewed, sc.Servers, strings.Join(sc.NotRenewed, " "))
+		}
+		p("server certificates", "%s", line)
+	}
 	p("old_cert_rejected", "%v", rep.OldCertRejected)
 	p("verdict", "%s", r.verdictLine())
 	return tw.Flush()
@@ -392,4 +422,15 @@ func ratio(a, b time.Duration) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+// short is the start of a fingerprint, as the rotation prints them.
+func short(fp string) string {
+	switch {
+	case fp == "":
+		return "nothing"
+	case len(fp) > 12:
+		return fp[:12]
+	}
+	return fp
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,14 +19,23 @@ import (
 const workloadName = "fleet"
 
 // plan builds the rotation plan of the drill: the embedded servers, the
-// old and new client CAs, the members with their new leaves, in waves.
+// old and new client CAs, the members with their new leaves, in waves,
+// and the servers' own certificates renewed.
 //
 // The servers start trusting the old client CA and the harness CA; the
 // plan's new client CA file holds the new CA and the harness CA, so that
 // the rotation's trust-both (old+new) and revoke (new only) both keep the
 // drill's own publisher and requester trusted while members move.
+//
+// The servers' leaves are renewed from the server CA that issued them,
+// which every member's roots already hold: the renewal must cost the
+// members nothing, and the drill measures that it does.
 func (d *run) plan() (*rotation.Plan, error) {
 	s := d.setup
+	serverCA, serverCAKey := filepath.Join(s.dir, "server-ca.pem"), filepath.Join(s.dir, "server-ca-key.pem")
+	if err := s.cluster.ServerCA.WriteFiles(serverCA, serverCAKey); err != nil {
+		return nil, fmt.Errorf("drill: %w", err)
+	}
 	newTrust, err := pki.Bundle(s.newCA.CertPEM, s.harness.CertPEM)
 	if err != nil {
 		return nil, fmt.Errorf("drill: %w", err)
@@ -80,6 +90,7 @@ func (d *run) plan() (*rotation.Plan, error) {
 			OldClientCA: filepath.Join(s.dir, "client-ca-old.pem"),
 			NewClientCA: newTrustFile,
 			Probe:       rotation.ProbeMaterial{Old: oldPair, New: newPair},
+			ServerCerts: &rotation.ServerCerts{CA: serverCA, CAKey: serverCAKey},
 		},
 		Workloads: []rotation.Workload{w},
 		Budget:    d.budgetSpec(),
@@ -154,27 +165,54 @@ func (d *run) rotate(ctx context.Context) (*rotation.Result, error) {
 }
 
 // onRotationEvent turns the rotation's phase and wave events into progress
-// lines; member-level events are too many to show.
+// lines; member-level events are too many to show. The rotation delivers
+// events one at a time, so phaseBegan needs no lock.
 func (d *run) onRotationEvent(e rotation.Event) {
 	switch e.Kind {
 	case rotation.PhaseStarted:
+		d.phaseBegan = e.Time
 		d.note("phase %s started", e.Phase)
 	case rotation.PhaseEnded:
+		took := e.Time.Sub(d.phaseBegan).Round(time.Millisecond)
 		if e.OK {
-			d.note("phase %s observed: %s", e.Phase, clip(e.Detail, 160))
+			d.noteDetail(fmt.Sprintf("phase %s observed in %v", e.Phase, took), e.Detail)
 		} else {
-			d.note("phase %s FAILED: %s", e.Phase, clip(e.Detail, 300))
+			d.noteDetail(fmt.Sprintf("phase %s FAILED after %v", e.Phase, took), e.Detail)
 		}
 	case rotation.WaveStarted:
 		d.note("wave %d started: %d member(s)", e.Wave, d.waveMembers(e.Wave))
 	case rotation.WaveEnded:
 		if e.OK {
-			d.note("wave %d gated: %s", e.Wave, clip(e.Detail, 160))
+			d.noteDetail(fmt.Sprintf("wave %d gated", e.Wave), e.Detail)
 		} else {
-			d.note("wave %d FAILED: %s", e.Wave, clip(e.Detail, 300))
+			d.noteDetail(fmt.Sprintf("wave %d FAILED", e.Wave), e.Detail)
 		}
 	case rotation.ConnKicked:
 		d.note("kicked %s on %s: %s", e.Member, e.Server, e.Detail)
+	}
+}
+
+// noteDetail shows head and a rotation's detail. The rotation joins what
+// it observed on each server with "; ": one indented line each reads
+// better in a log than one clipped line.
+func (d *run) noteDetail(head, detail string) {
+	parts := strings.Split(detail, "; ")
+	switch {
+	case detail == "":
+		d.note("%s", head)
+		return
+	case len(parts) == 1:
+		d.note("%s: %s", head, clip(detail, 200))
+		return
+	}
+	d.note("%s:", head)
+	const most = 8
+	for i, part := range parts {
+		if i == most {
+			d.note("    ... %d more", len(parts)-most)
+			break
+		}
+		d.note("    %s", clip(part, 200))
 	}
 }
 

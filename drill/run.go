@@ -56,6 +56,7 @@ type run struct {
 	progressMu sync.Mutex    // Progress is called from one goroutine at a time
 	phases     []span        // the drill's own steps, for the report
 	windowOpen atomic.Uint64 // first message of the loss window, once known
+	phaseBegan time.Time     // start of the rotation's current phase, for progress
 }
 
 // span is one timed step of the drill around the rotation.

@@ -29,29 +29,69 @@ func newDrillCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "drill",
 		Short: "Rehearse a full rotation on an embedded cluster under traffic",
-		Long: `Rehearse a rotation of the client CA on an embedded NATS cluster (mTLS,
-monitoring on loopback) with simulated control-plane clients under steady
-traffic, and measure what it costs.
+		Long: `Rehearse a whole rotation on an embedded NATS cluster under traffic,
+and measure what it costs the clients, before doing it for real.
 
-Each client has its own certificate and name; a publisher fans numbered
-messages out to every client and a requester sends requests to the
-clients' queue group. The rotation runs through the same state machine as
-"natscert rotate": trust both CAs, new leaves in waves behind gates,
-converged, revoke, proof. Every message is accounted for exactly: lost,
-duplicated, out of order.
+The drill starts nats-servers in this process (mutual TLS, loopback only)
+trusting an old client CA, connects simulated control-plane clients (each
+with its own certificate and connection name), and runs steady traffic: a
+publisher fans numbered messages out to every client, a requester sends
+requests to the clients' queue group. It measures the handshake floor,
+then rotates through the same state machine as "natscert rotate":
 
-Strategies and what each promises:
-  swap       make-before-break: zero lost messages, zero failed requests,
-             every member on new material, proof passed
-  reconnect  members reconnect with the new files: every member on new
-             material, proof passed; losses are measured, not promised
-  restart    today's approach, members restarted in waves: every member on
-             new material, proof passed; losses are measured, not promised
+  preflight     material, servers and clients checked; budget computed
+  trust_both    servers trust the old and the new client CA
+  server_certs  each server's own leaf renewed from its CA and reloaded;
+                no client connection may be lost
+  waves         new client leaves delivered in waves, each wave gated on
+                the servers seeing its clients on the new certificate
+  converged     every client on new material, settled
+  revoke        servers trust the new client CA only
+  proof         on every server the old client certificate is refused and
+                the new one accepted, and the server presents its renewed
+                leaf
 
-Writes report.json and report.html to --out (with --compare, one
-directory per strategy). Exit 0 when every promise of the strategy held,
-1 when one did not (named), 3 when the drill could not run, 4 when
-interrupted.`,
+Every message is accounted for exactly (lost, duplicated, out of order)
+and every request answered or failed. The default run takes about a
+minute, mostly the 15 s of traffic before and after the rotation
+(--steady) and the 5 s pauses between its 4 waves (--waves, --pause).
+
+Strategies, how the clients pick up their new certificate:
+  swap       make-before-break: a second connection dials with the new
+             certificate, subscriptions move to it, the old one drains.
+             Promises zero lost messages and zero failed requests.
+  reconnect  the connection re-dials with the new files (jittered
+             ForceReconnect). What each reconnect loses is measured, not
+             promised.
+  restart    today's approach: clients load their files once and are
+             restarted in waves. What they lose while down is measured,
+             not promised.
+Every strategy also promises: every client ends on new material, the
+servers' certificates are renewed, and the proof passes.
+
+Output: the summary on stdout (the report as JSON with --json; with
+--compare, a JSON array of one report per strategy), progress on stderr,
+and report.json and report.html in --out (with --compare, one directory
+per strategy).
+
+Exit codes:
+  0  every promise of the strategy held (with --compare, of each strategy)
+  1  a promise did not hold; the summary and the report name it
+  2  usage error
+  3  the drill could not run (the cluster did not start, a client could
+     not connect)
+  4  interrupted
+
+Examples:
+  # the default rehearsal: swap, 100 clients, 3 servers, about a minute
+  natscert drill --out /tmp/drill
+
+  # the three strategies side by side on the same setup (about 3 minutes)
+  natscert drill --compare --out /tmp/drill
+
+  # a larger fleet, the report for a script
+  natscert drill --clients 1000 --json --out /tmp/drill > drill.json
+  jq '{ok, lost, broken}' drill.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !compare {
