@@ -60,8 +60,16 @@ func (r *Runner) rollback(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	r.mat = mat
+	r.useMaterial(mat)
 	var notes []string
+	// 0. A server CA rotation not past the removal of the old server CA:
+	// servers back on their old certificates, members' roots back to the
+	// old server CA.
+	if n, err := r.rollbackServerCA(ctx); err != nil {
+		return "", err
+	} else if n != "" {
+		notes = append(notes, n)
+	}
 	// 1. Members back on old material while the servers still trust it.
 	var moved []*memberState
 	var unrestorable []string

@@ -42,12 +42,21 @@ const (
 	// PhaseServerCerts renews the servers' own certificates (when the
 	// plan's material.server_certs is set).
 	PhaseServerCerts = "server_certs"
-	PhaseWaves       = "waves"
-	PhaseConverged   = "converged"
-	PhaseRevoke      = "revoke"
-	PhaseProof       = "proof"
-	PhaseReport      = "report"
-	PhaseAbort       = "abort"
+	// PhaseServerRoots, PhaseServerReconnect and PhaseServerRootsNew
+	// rotate the server CA (when the plan's material.new_server_ca is
+	// set): the members' roots gain the new server CA; after
+	// server_certs every member is kicked and must come back; then the
+	// old server CA leaves the members' roots and a second kick round
+	// must come back too.
+	PhaseServerRoots     = "server_roots"
+	PhaseServerReconnect = "server_reconnect"
+	PhaseServerRootsNew  = "server_roots_new"
+	PhaseWaves           = "waves"
+	PhaseConverged       = "converged"
+	PhaseRevoke          = "revoke"
+	PhaseProof           = "proof"
+	PhaseReport          = "report"
+	PhaseAbort           = "abort"
 )
 
 // EventKind says what an Event reports.
@@ -154,9 +163,12 @@ type ServerProof struct {
 	OldRemaining int `json:"old_remaining"`
 }
 
-// KickRecord is a connection kicked at revoke, and whether its member
-// came back on new material.
+// KickRecord is a connection kicked, and whether its member came back:
+// on new material at revoke; at all in a server CA rotation's kick rounds
+// (which prove the member trusts the servers' new certificate).
 type KickRecord struct {
+	// Phase is revoke, server_reconnect or server_roots_new.
+	Phase    string    `json:"phase,omitempty"`
 	Server   string    `json:"server"`
 	CID      uint64    `json:"cid"`
 	Member   string    `json:"member,omitempty"`

@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -96,31 +97,11 @@ func (r *Runner) countLogs(ctx context.Context, w *Workload, ms []*memberState, 
 		}
 	}
 	for _, m := range ms {
-		if lg != nil && lg.Command != nil && m.Log == "" {
-			out, err := runCommand(ctx, lg.Command, map[string]any{
-				"Member": m.Name, "Workload": m.Workload, "Since": since.UTC().Format(time.RFC3339),
-			})
-			if err != nil {
-				return nil, nil, fmt.Errorf("rotation: %w: log of %s: %w", ErrIncomplete, m.Name, err)
-			}
-			count(strings.NewReader(string(out)))
-			continue
-		}
-		f, err := r.logFile(m)
-		if err != nil || f == "" {
-			continue
-		}
-		fh, err := os.Open(f)
+		b, err := r.memberLog(ctx, m, offsets, since)
 		if err != nil {
-			return nil, nil, fmt.Errorf("rotation: %w: log of %s: %w", ErrIncomplete, m.Name, err)
+			return nil, nil, err
 		}
-		off, _ := strconv.ParseInt(offsets["log:"+m.Name], 10, 64)
-		if st, err := fh.Stat(); err == nil && st.Size() < off {
-			off = 0 // the log was rotated or truncated since
-		}
-		_, _ = fh.Seek(off, io.SeekStart)
-		count(fh)
-		fh.Close()
+		count(bytes.NewReader(b))
 	}
 	var over []string
 	for _, p := range patterns {
@@ -133,6 +114,42 @@ func (r *Runner) countLogs(ctx context.Context, w *Workload, ms []*memberState, 
 		}
 	}
 	return counts, over, nil
+}
+
+// memberLog is what m logged since the wave or step began: its log file
+// from the offset recorded in offsets, or the output of the log command
+// given since; nil when the member has no log.
+func (r *Runner) memberLog(ctx context.Context, m *memberState, offsets map[string]string, since time.Time) ([]byte, error) {
+	if lg := m.workload.Gates.Log; lg != nil && lg.Command != nil && m.Log == "" {
+		out, err := runCommand(ctx, lg.Command, map[string]any{
+			"Member": m.Name, "Workload": m.Workload, "Since": since.UTC().Format(time.RFC3339),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("rotation: %w: log of %s: %w", ErrIncomplete, m.Name, err)
+		}
+		return out, nil
+	}
+	f, err := r.logFile(m)
+	if err != nil || f == "" {
+		return nil, nil
+	}
+	fh, err := os.Open(f)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w: log of %s: %w", ErrIncomplete, m.Name, err)
+	}
+	defer fh.Close()
+	off, _ := strconv.ParseInt(offsets["log:"+m.Name], 10, 64)
+	if st, err := fh.Stat(); err == nil && st.Size() < off {
+		off = 0 // the log was rotated or truncated since
+	}
+	if _, err := fh.Seek(off, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("rotation: %w: log of %s: %w", ErrIncomplete, m.Name, err)
+	}
+	b, err := io.ReadAll(fh)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w: log of %s: %w", ErrIncomplete, m.Name, err)
+	}
+	return b, nil
 }
 
 // runChecks runs the wave's check commands; each must exit 0.

@@ -3,7 +3,9 @@ package rotation
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -92,6 +94,9 @@ type hostFixture struct {
 	servers  []*hostProc
 	workers  map[string]*workerProc
 	worker   string
+	// ownRoots gives each worker its own roots file (NATS_TLS_CA), as a
+	// server CA rotation needs.
+	ownRoots bool
 }
 
 type hostProc struct {
@@ -243,6 +248,7 @@ func (f *hostFixture) urls() string {
 type workerProc struct {
 	id                string
 	certFile, keyFile string
+	rootsFile         string
 	pidFile, log      string
 	env               []string
 
@@ -264,6 +270,11 @@ func (f *hostFixture) addWorker(id string, env ...string) *workerProc {
 		"NATS_URL="+f.urls(), "NATS_TLS_CA="+f.path("server-ca.pem"),
 		"NATS_TLS_CERT="+w.certFile, "NATS_TLS_KEY="+w.keyFile,
 		"WORKER_PUBLISH_INTERVAL=250ms", "WORKER_PREFIX=e2e", "NATSCERT_SPREAD=200ms")
+	if f.ownRoots {
+		w.rootsFile = f.path(id + "-roots.pem")
+		must(t, pki.WriteFileAtomic(w.rootsFile, f.serverCA.CertPEM, 0o644))
+		w.env = append(w.env, "NATS_TLS_CA="+w.rootsFile) // the last value wins
+	}
 	w.env = append(w.env, env...)
 	f.workers[id] = w
 	go w.supervise(f.worker)
@@ -331,6 +342,11 @@ func (w *workerProc) startCount() int {
 // writePlan writes a plan over the fixture: two workloads of three
 // workers each, waves of two.
 func (f *hostFixture) writePlan(named, unnamed []string, mode Mode) string {
+	return f.writePlanModes(named, mode, unnamed, mode)
+}
+
+// writePlanModes is writePlan with a mode for each workload.
+func (f *hostFixture) writePlanModes(named []string, namedMode Mode, unnamed []string, unnamedMode Mode) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "name: e2e\nstate_dir: %s\non_gate_failure: abort\n", f.path("state"))
 	b.WriteString("servers:\n")
@@ -356,15 +372,16 @@ budget: {reconnect_wait: 2s, handshake_timeout: 2s, restart_time: 1s}
 timeouts: {reload: 30s, converge: 60s, return: 30s}
 workloads:
 `, f.path("server-ca.pem"), f.path("old-ca.pem"), f.path("old-ca-key.pem"), f.path("new-ca.pem"), f.path("new-ca-key.pem"))
-	restart := ""
-	if mode == ModeRestart {
-		restart = fmt.Sprintf("    restart: {run: 'kill -TERM \"$(cat %s/{{.Member}}.pid)\" && sleep 1'}\n", f.dir)
-	}
 	for _, wl := range []struct {
 		name  string
 		ids   []string
 		match MatchBy
-	}{{"named", named, MatchName}, {"static", unnamed, MatchFingerprint}} {
+		mode  Mode
+	}{{"named", named, MatchName, namedMode}, {"static", unnamed, MatchFingerprint, unnamedMode}} {
+		restart := ""
+		if wl.mode == ModeRestart {
+			restart = fmt.Sprintf("    restart: {run: 'kill -TERM \"$(cat %s/{{.Member}}.pid)\" && sleep 1'}\n", f.dir)
+		}
 		fmt.Fprintf(&b, `  - name: %s
     mode: %s
 %s    waves: {size: 2}
@@ -373,10 +390,14 @@ workloads:
       settle: 1s
       log: {file: "%s/{{.Member}}.log"}
     members:
-`, wl.name, mode, restart, f.dir)
+`, wl.name, wl.mode, restart, f.dir)
 		for _, id := range wl.ids {
 			w := f.workers[id]
-			fmt.Fprintf(&b, "      - {name: %s, match: %s, cert_file: %s, key_file: %s}\n", id, wl.match, w.certFile, w.keyFile)
+			roots := ""
+			if w.rootsFile != "" {
+				roots = ", roots_file: " + w.rootsFile
+			}
+			fmt.Fprintf(&b, "      - {name: %s, match: %s, cert_file: %s, key_file: %s%s}\n", id, wl.match, w.certFile, w.keyFile, roots)
 		}
 	}
 	path := f.path("plan.yaml")
@@ -665,4 +686,202 @@ func (f *hostFixture) monitorURLs() []string {
 		us = append(us, fmt.Sprintf("http://127.0.0.1:%d", s.httpPort))
 	}
 	return us
+}
+
+// serverCAPlan turns the fixture's plan into a server CA rotation to a
+// new server CA, written beside the old one; it returns the new CA.
+func (f *hostFixture) serverCAPlan(plan string, edits ...string) *pki.CA {
+	t := f.t
+	ca, err := pki.NewCA("e2e server CA 2")
+	must(t, err)
+	must(t, ca.WriteFiles(f.path("new-server-ca.pem"), f.path("new-server-ca-key.pem")))
+	b, err := os.ReadFile(plan)
+	must(t, err)
+	line := "  server_ca: " + f.path("server-ca.pem") + "\n"
+	b = bytes.Replace(b, []byte(line), []byte(line+"  new_server_ca: "+f.path("new-server-ca.pem")+
+		"\n  server_certs: {ca_key: "+f.path("new-server-ca-key.pem")+", routes: none}\n"), 1)
+	for i := 0; i+1 < len(edits); i += 2 {
+		b = bytes.Replace(b, []byte(edits[i]), []byte(edits[i+1]), 1)
+	}
+	must(t, os.WriteFile(plan, b, 0o644))
+	return ca
+}
+
+// rootsOf reads a worker's roots file.
+func rootsOf(t *testing.T, w *workerProc) []*x509.Certificate {
+	t.Helper()
+	certs, err := pki.ReadCertificates(w.rootsFile)
+	must(t, err)
+	return certs
+}
+
+func logPhases(t *testing.T, res *Result) {
+	for _, ph := range res.Phases {
+		t.Logf("%s ok=%v %s %s", ph.Name, ph.OK, ph.Observed, ph.Error)
+	}
+}
+
+// A server CA rotation with a client CA rotation, on bus workers (reload
+// mode: observed through the roots they log) and start-up-loaded workers
+// (restart mode: restarted, observed reconnecting): every worker passes
+// both kick rounds, ends with the new server CA only in its roots, and
+// the proof passes with every server presenting a leaf of the new CA.
+func TestE2EServerCARotation(t *testing.T) {
+	requireE2E(t)
+	f := newHostFixture(t)
+	f.ownRoots = true
+	named := []string{"api-1", "api-2", "api-3"}
+	unnamed := []string{"st-1", "st-2", "st-3"}
+	for _, id := range named {
+		f.addWorker(id, "NATS_CLIENT_NAME="+id, "NATSCERT_STRATEGY=reconnect")
+	}
+	for _, id := range unnamed {
+		f.addWorker(id, "WORKER_STATIC=1")
+	}
+	f.waitPresent(6)
+	plan := f.writePlanModes(named, ModeReload, unnamed, ModeRestart)
+	newCA := f.serverCAPlan(plan)
+	p, err := LoadPlan(plan)
+	must(t, err)
+	r, err := New(p, WithPollInterval(200*time.Millisecond))
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
+	defer cancel()
+	res, err := r.Run(ctx)
+	if err != nil {
+		f.dumpLogs()
+		logPhases(t, res)
+		t.Fatalf("Run: %v", err)
+	}
+	checkProof(t, res)
+	var phases []string
+	for _, ph := range res.Phases {
+		phases = append(phases, ph.Name)
+	}
+	want := strings.Join([]string{PhasePreflight, PhaseTrustBoth, PhaseServerRoots, PhaseServerCerts, PhaseServerReconnect,
+		PhaseServerRootsNew, PhaseWaves, PhaseConverged, PhaseRevoke, PhaseProof}, " ")
+	if got := strings.Join(phases, " "); got != want {
+		t.Errorf("phases %s, want %s", got, want)
+	}
+	rounds := map[string]map[string]bool{}
+	for _, k := range res.Kicks {
+		if rounds[k.Phase] == nil {
+			rounds[k.Phase] = map[string]bool{}
+		}
+		rounds[k.Phase][k.Member] = true
+		if !k.Returned {
+			t.Errorf("kick %+v: not returned", k)
+		}
+	}
+	for _, ph := range []string{PhaseServerReconnect, PhaseServerRootsNew} {
+		if len(rounds[ph]) != 6 {
+			t.Errorf("%s kicked %d member(s), want 6: %v", ph, len(rounds[ph]), rounds[ph])
+		}
+	}
+	for _, pr := range res.Proof {
+		if pr.ServerCertSHA256 == "" || pr.New.ServerCertSHA256 != pr.ServerCertSHA256 {
+			t.Errorf("proof %s: server presents %s, want %s", pr.Server, short(pr.New.ServerCertSHA256), short(pr.ServerCertSHA256))
+		}
+	}
+	for _, s := range f.servers {
+		certs, err := pki.ReadCertificates(f.path(s.name + ".pem"))
+		must(t, err)
+		if err := certs[0].CheckSignatureFrom(newCA.Cert); err != nil {
+			t.Errorf("%s: certificate not issued by the new server CA: %v", s.name, err)
+		}
+	}
+	for id, w := range f.workers {
+		if roots := rootsOf(t, w); len(roots) != 1 || !roots[0].Equal(newCA.Cert) {
+			t.Errorf("worker %s: roots hold %d certificate(s), want the new server CA only", id, len(roots))
+		}
+	}
+	for _, id := range named {
+		if n := f.workers[id].startCount(); n != 1 {
+			t.Errorf("worker %s started %d times, want 1 (reload mode)", id, n)
+		}
+	}
+	for _, id := range unnamed {
+		// Two roots changes and the new leaf: three restarts.
+		if n := f.workers[id].startCount(); n != 4 {
+			t.Errorf("worker %s started %d times, want 4", id, n)
+		}
+	}
+}
+
+// A worker whose roots are put back to the old server CA only, after the
+// roots phase observed them (a configuration tool overwriting the file),
+// does not come back from the first kick round: the rotation stops with
+// ErrPhaseFailed before the old server CA leaves anyone's roots. Abort
+// then puts the servers back on their old certificates and the members'
+// roots back to the old server CA, and the worker reconnects.
+func TestE2EServerCAStaleRootsStops(t *testing.T) {
+	requireE2E(t)
+	f := newHostFixture(t)
+	f.ownRoots = true
+	named := []string{"api-1", "api-2", "api-3"}
+	unnamed := []string{"fp-1", "fp-2", "fp-3"}
+	for _, id := range named {
+		f.addWorker(id, "NATS_CLIENT_NAME="+id, "NATSCERT_STRATEGY=reconnect")
+	}
+	for _, id := range unnamed {
+		f.addWorker(id, "NATSCERT_STRATEGY=reconnect")
+	}
+	f.waitPresent(6)
+	plan := f.writePlan(named, unnamed, ModeReload)
+	f.serverCAPlan(plan, "return: 30s", "return: 15s")
+	oldServer := map[string]string{}
+	for _, s := range f.servers {
+		oldServer[s.name] = fingerprintOf(t, f.path(s.name+".pem"))
+	}
+	victim := f.workers["api-2"]
+	p, err := LoadPlan(plan)
+	must(t, err)
+	r, err := New(p, WithPollInterval(200*time.Millisecond), WithEvents(func(e Event) {
+		if e.Kind == PhaseEnded && e.Phase == PhaseServerRoots && e.OK {
+			must(t, pki.WriteFileAtomic(victim.rootsFile, f.serverCA.CertPEM, 0o644))
+		}
+	}))
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
+	defer cancel()
+	res, err := r.Run(ctx)
+	if !errors.Is(err, ErrPhaseFailed) {
+		f.dumpLogs()
+		logPhases(t, res)
+		t.Fatalf("Run: %v, want ErrPhaseFailed", err)
+	}
+	last := res.Phases[len(res.Phases)-1]
+	if last.Name != PhaseServerReconnect || last.OK || !strings.Contains(last.Error, "api-2") {
+		logPhases(t, res)
+		t.Fatalf("stopped at %s (%s), want %s naming api-2", last.Name, last.Error, PhaseServerReconnect)
+	}
+	for id, w := range f.workers {
+		want := 2
+		if w == victim {
+			want = 1
+		}
+		if n := len(rootsOf(t, w)); n != want {
+			t.Errorf("worker %s: roots hold %d certificate(s), want %d", id, n, want)
+		}
+	}
+
+	r, err = New(p, WithPollInterval(200*time.Millisecond))
+	must(t, err)
+	ares, err := r.Abort(ctx)
+	if err != nil {
+		f.dumpLogs()
+		logPhases(t, ares)
+		t.Fatalf("Abort: %v", err)
+	}
+	for _, s := range f.servers {
+		if fp := fingerprintOf(t, f.path(s.name+".pem")); fp != oldServer[s.name] {
+			t.Errorf("%s: certificate %s after abort, want the old %s", s.name, short(fp), short(oldServer[s.name]))
+		}
+	}
+	for id, w := range f.workers {
+		if roots := rootsOf(t, w); len(roots) != 1 || !roots[0].Equal(f.serverCA.Cert) {
+			t.Errorf("worker %s: roots not back to the old server CA", id)
+		}
+	}
+	f.waitPresent(6) // the victim is back too
 }

@@ -30,6 +30,10 @@ type loaded struct {
 	pins         map[string]bool // spki_sha256 of pinnedLeaves
 	// serverCA issues the servers' new leaves (material.server_certs).
 	serverCA *pki.CA
+	// A server CA rotation (material.new_server_ca): the members' roots
+	// before and after, and the fingerprints (cert_sha256) of each.
+	oldServerCA, newServerCA   []byte
+	oldServerFPs, newServerFPs []string
 	// oldLeaves and newLeaves classify connections (package fleet).
 	oldLeaves, newLeaves *fleet.Material
 	// findings are warnings from inspecting the material.
@@ -64,6 +68,28 @@ func loadMaterial(p *Plan) (*loaded, error) {
 	scerts, err := pki.ParseCertificates(sca)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: %w: material.server_ca: %v", ErrPlan, err)
+	}
+	l.oldServerCA = sca
+	l.oldServerFPs = fingerprints(scerts)
+	if m.NewServerCA != "" {
+		if l.newServerCA, err = read("material.new_server_ca", m.NewServerCA); err != nil {
+			return nil, err
+		}
+		ncerts, err := pki.ParseCertificates(l.newServerCA)
+		if err != nil {
+			return nil, fmt.Errorf("rotation: %w: material.new_server_ca: %v", ErrPlan, err)
+		}
+		for _, n := range ncerts {
+			for _, o := range scerts {
+				if n.Equal(o) {
+					return nil, fmt.Errorf("rotation: %w: material.new_server_ca: %s is already in material.server_ca; server_ca is the server CA the members trust today", ErrPlan, n.Subject)
+				}
+			}
+		}
+		l.newServerFPs = fingerprints(ncerts)
+		// Probes and natscert's system connections verify the servers
+		// before, during and after their move.
+		scerts = append(scerts, ncerts...)
 	}
 	l.serverRoots = pki.Pool(scerts)
 	if l.oldCA, err = read("material.old_client_ca", m.OldClientCA); err != nil {
@@ -107,7 +133,7 @@ func loadMaterial(p *Plan) (*loaded, error) {
 		l.pinnedExtra = append(l.pinnedExtra, certs...)
 	}
 	if sc := m.ServerCerts; sc != nil {
-		caFile := or(sc.CA, m.ServerCA)
+		caFile := or(sc.CA, or(m.NewServerCA, m.ServerCA))
 		if l.serverCA, err = pki.LoadCA(p.path(caFile), p.path(sc.CAKey)); err != nil {
 			return nil, fmt.Errorf("rotation: %w: material.server_certs: %v", ErrPlan, err)
 		}
@@ -116,7 +142,7 @@ func loadMaterial(p *Plan) (*loaded, error) {
 			trusted = trusted || c.Equal(l.serverCA.Cert)
 		}
 		if !trusted {
-			return nil, fmt.Errorf("rotation: %w: material.server_certs.ca: %s is not in material.server_ca; moving the servers to another CA needs every member to trust it first (a server CA rotation), which this plan does not describe", ErrPlan, caFile)
+			return nil, fmt.Errorf("rotation: %w: material.server_certs.ca: %s is in neither material.server_ca nor material.new_server_ca; moving the servers to another CA needs every member to trust it first: name it as material.new_server_ca (a server CA rotation)", ErrPlan, caFile)
 		}
 	}
 	var newIssuer, oldIssuer *pki.CA
@@ -166,7 +192,7 @@ func loadMaterial(p *Plan) (*loaded, error) {
 			field := fmt.Sprintf("workloads[%d].members[%d]", wi, mi)
 			st := &memberState{workload: w, Member: Member{
 				Workload: w.Name, Name: ms.Name, Match: or(ms.Match, MatchName), Replicas: or(ms.Replicas, 1),
-				Mode: w.Mode, CertFile: p.path(ms.CertFile), KeyFile: p.path(ms.KeyFile),
+				Mode: w.Mode, CertFile: p.path(ms.CertFile), KeyFile: p.path(ms.KeyFile), RootsFile: p.path(ms.RootsFile),
 			}}
 			dir := filepath.Join(state, "members", safeName(ms.Name))
 			nf, err := pair(field+".new", ms.New, filepath.Join("members", safeName(ms.Name), "new"), ms.Name, newIssuer, newCerts)
@@ -302,6 +328,14 @@ func clientLeaf(issuer *pki.CA, cn string, lifetime time.Duration) func() (*pki.
 		}
 		return issuer.Issue(cn, pki.RoleClient, pki.WithLifetime(lifetime))
 	}
+}
+
+func fingerprints(certs []*x509.Certificate) []string {
+	out := make([]string, len(certs))
+	for i, c := range certs {
+		out[i] = pki.CertSHA256(c)
+	}
+	return out
 }
 
 func fingerprint(certPEM []byte) string {

@@ -22,13 +22,7 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	r.mat = mat
-	for _, s := range r.servers {
-		if h, ok := s.(*hostServer); ok {
-			h.roots = mat.serverRoots
-			h.certs = []tls.Certificate{mat.probeNew, mat.probeOld}
-		}
-	}
+	r.useMaterial(mat)
 	est, err := r.plan.Estimate()
 	if err != nil {
 		return "", err
@@ -85,6 +79,10 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 	if len(mat.findings) > 0 {
 		obs += "; material: " + strings.Join(mat.findings, "; ")
 	}
+	if m := r.plan.Material; m.NewServerCA != "" {
+		obs += fmt.Sprintf("; server CA rotation: members' roots gain %s, lose %s; routes: %s",
+			shortAll(mat.newServerFPs), shortAll(mat.oldServerFPs), m.ServerCerts.Routes)
+	}
 	if mat.pinned {
 		// Said before anything is touched: revoke drops every unpinned leaf.
 		obs += "; same client CA: old leaves will be revoked by pinned_certs"
@@ -102,6 +100,19 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 		}
 	}
 	return obs, nil
+}
+
+// useMaterial keeps the loaded material and gives host servers what
+// natscert's own connections to them need: roots that verify them, and the
+// probe leaves to present.
+func (r *Runner) useMaterial(mat *loaded) {
+	r.mat = mat
+	for _, s := range r.servers {
+		if h, ok := s.(*hostServer); ok {
+			h.roots = mat.serverRoots
+			h.certs = []tls.Certificate{mat.probeNew, mat.probeOld}
+		}
+	}
 }
 
 // trustBoth makes every server trust the old and the new client CA and
@@ -562,7 +573,8 @@ func (r *Runner) revoke(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dropped := len(stale) - len(r.res.Kicks)
+	kicks := r.kicksIn(PhaseRevoke)
+	dropped := len(stale) - kicks
 	for _, m := range kicked {
 		if !contains(stragglers, m) {
 			stragglers = append(stragglers, m)
@@ -571,14 +583,16 @@ func (r *Runner) revoke(ctx context.Context) (string, error) {
 	if len(stale) == 0 && len(kicked) == 0 {
 		return obs + "; no connection presented old material, nothing kicked", nil
 	}
-	obs += fmt.Sprintf("; %d connection(s) on old material dropped by the reload, %d kicked", max(dropped, 0), len(r.res.Kicks))
+	obs += fmt.Sprintf("; %d connection(s) on old material dropped by the reload, %d kicked", max(dropped, 0), kicks)
 	if len(stragglers) == 0 {
 		return obs, nil
 	}
 	back, err := r.waitMembers(ctx, stragglers, or(r.plan.Timeouts.Return, 30*time.Second), time.Second)
 	r.mu.Lock()
 	for i := range r.res.Kicks {
-		r.res.Kicks[i].Returned = err == nil
+		if r.res.Kicks[i].Phase == PhaseRevoke {
+			r.res.Kicks[i].Returned = err == nil
+		}
 	}
 	r.mu.Unlock()
 	if errors.Is(err, errNotOnNew) {
@@ -588,6 +602,19 @@ func (r *Runner) revoke(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%s; %d member(s) that were on old material all back on new: %s", obs, len(stragglers), back), nil
+}
+
+// kicksIn counts the kicks recorded in phase.
+func (r *Runner) kicksIn(phase string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, k := range r.res.Kicks {
+		if k.Phase == phase {
+			n++
+		}
+	}
+	return n
 }
 
 func contains[T comparable](xs []T, x T) bool {
@@ -635,7 +662,7 @@ func (r *Runner) kickStale(ctx context.Context, phase string) ([]*memberState, e
 			return nil, fmt.Errorf("rotation: %w: kick %s cid %d on %s: %w", ErrPhaseFailed, name, c.CID, s.Name(), kerr)
 		}
 		r.mu.Lock()
-		r.res.Kicks = append(r.res.Kicks, KickRecord{Server: s.Name(), CID: c.CID, Member: name, At: time.Now()})
+		r.res.Kicks = append(r.res.Kicks, KickRecord{Phase: phase, Server: s.Name(), CID: c.CID, Member: name, At: time.Now()})
 		r.mu.Unlock()
 	}
 	return stragglers, nil

@@ -112,8 +112,15 @@ type Command struct {
 // Material names the certificates and keys of the rotation.
 type Material struct {
 	// ServerCA verifies the servers (probes and system connections); it
-	// may hold several CAs.
+	// may hold several CAs. In a server CA rotation it is the server CA
+	// the members trust today.
 	ServerCA string `yaml:"server_ca" json:"server_ca"`
+	// NewServerCA, when set, rotates the server CA: every member's roots
+	// gain it (observed), the servers move to leaves it issues
+	// (server_certs), every member must reconnect to them, then the old
+	// server CA leaves the members' roots. It needs server_certs, each
+	// member's roots_file, and server_certs.routes.
+	NewServerCA string `yaml:"new_server_ca" json:"new_server_ca,omitempty"`
 	// OldClientCA is the client CA servers trust today.
 	OldClientCA string `yaml:"old_client_ca" json:"old_client_ca"`
 	// NewClientCA is the client CA to move to.
@@ -135,20 +142,35 @@ type Material struct {
 	ServerCerts *ServerCerts `yaml:"server_certs" json:"server_certs,omitempty"`
 }
 
-// ServerCerts renews every server's own certificate from the server CA
-// that issued it (a renewal: clients keep trusting the servers). Each new
-// leaf has the names (SANs) of the server's current one.
+// ServerCerts renews every server's own certificate: from the server CA
+// that issued it (a renewal: clients keep trusting the servers), or from
+// material.new_server_ca (a server CA rotation). Each new leaf has the
+// names (SANs) of the server's current one.
 type ServerCerts struct {
-	// CA issues the new leaves; default material.server_ca. It must be a
-	// CA that material.server_ca holds: rotating to another server CA
-	// first needs every member's roots to gain it, which this plan does
-	// not do.
+	// CA issues the new leaves; default material.new_server_ca when set,
+	// else material.server_ca. It must be a CA of one of the two: moving
+	// the servers to a CA the members do not trust would cut them off.
 	CA string `yaml:"ca" json:"ca,omitempty"`
 	// CAKey is CA's private key; it mints each server's new leaf.
 	CAKey string `yaml:"ca_key" json:"ca_key"`
 	// Lifetime of the new leaves; default material.leaf_lifetime.
 	Lifetime time.Duration `yaml:"lifetime" json:"lifetime,omitempty"`
+	// Routes says how the servers' routes use TLS; required with a server
+	// CA rotation, which does not rotate a route tls block: RoutesNone or
+	// RoutesSeparate.
+	Routes string `yaml:"routes" json:"routes,omitempty"`
 }
+
+// Route TLS of the servers, as a server CA rotation must be told.
+const (
+	// RoutesNone: no cluster { tls { } } block (plain routes, or no
+	// cluster).
+	RoutesNone = "none"
+	// RoutesSeparate: the route tls block has its own CA and certificate,
+	// not issued by the server CA that rotates; the rotation leaves it
+	// alone.
+	RoutesSeparate = "separate"
+)
 
 // ProbeMaterial holds the probe leaves.
 type ProbeMaterial struct {
@@ -234,6 +256,10 @@ type MemberSpec struct {
 	// Log is the member's log file for log gates; default from the
 	// workload's gates.log.file template.
 	Log string `yaml:"log" json:"log,omitempty"`
+	// RootsFile is where the member reads its roots, the CA bundle that
+	// verifies the servers (NATS_TLS_CA); required with
+	// material.new_server_ca.
+	RootsFile string `yaml:"roots_file" json:"roots_file,omitempty"`
 }
 
 // WaveSpec sizes the waves of a workload.
@@ -271,7 +297,16 @@ type LogGate struct {
 	Command *Command `yaml:"command" json:"command,omitempty"`
 	// Patterns replace the defaults (DefaultLogPatterns).
 	Patterns []LogPattern `yaml:"patterns" json:"patterns,omitempty"`
+	// RootsLoaded matches the line a member logs when it loads new roots,
+	// which must also hold the roots' fingerprints (cert_sha256); a
+	// server CA rotation observes reload-mode members by it. Default
+	// DefaultRootsLoaded.
+	RootsLoaded string `yaml:"roots_loaded" json:"roots_loaded,omitempty"`
 }
+
+// DefaultRootsLoaded matches the line package bus logs when it loads new
+// material: msg="nats material loaded" ... roots="[<sha256> ...]".
+const DefaultRootsLoaded = `nats material loaded`
 
 // LogPattern counts lines matching Regexp; more than Max fails the gate.
 // Max -1 only counts.
@@ -502,6 +537,19 @@ func (p *Plan) Validate() error {
 				return bad(fmt.Sprintf("servers[%d].cert_file", i), "cert_file and key_file are required with material.server_certs")
 			}
 		}
+		switch sc.Routes {
+		case "", RoutesNone, RoutesSeparate:
+		default:
+			return bad("material.server_certs.routes", "%q is not one of none, separate (a route tls block issued by the rotating server CA is not rotated by natscert)", sc.Routes)
+		}
+	}
+	if m.NewServerCA != "" {
+		switch {
+		case m.ServerCerts == nil:
+			return bad("material.server_certs", "required with material.new_server_ca: the servers move to leaves it issues (give ca_key)")
+		case m.ServerCerts.Routes == "":
+			return bad("material.server_certs.routes", "required with material.new_server_ca: none (no route tls block) or separate (the route tls block has its own CA); natscert does not rotate a route tls block issued by the server CA, rotate it by hand first (docs/runbook.md)")
+		}
 	}
 	if p.SameClientCA() {
 		for i, s := range p.Servers {
@@ -549,6 +597,9 @@ func (p *Plan) Validate() error {
 		if lg := w.Gates.Log; lg != nil {
 			if lg.File != "" && lg.Command != nil {
 				return bad(f+".gates.log", "give file or command, not both")
+			}
+			if _, err := regexp.Compile(lg.RootsLoaded); err != nil {
+				return bad(f+".gates.log.roots_loaded", "not a regular expression: %v", err)
 			}
 			for j, pt := range lg.Patterns {
 				pf := fmt.Sprintf("%s.gates.log.patterns[%d]", f, j)
@@ -600,6 +651,15 @@ func (p *Plan) Validate() error {
 			}
 			if mb.New.Cert == "" && m.NewClientCAKey == "" {
 				return bad(mf+".new", "required, or material.new_client_ca_key to mint it")
+			}
+			if m.NewServerCA != "" {
+				if mb.RootsFile == "" {
+					return bad(mf+".roots_file", "required with material.new_server_ca: the member's roots gain the new server CA there")
+				}
+				lg := w.Gates.Log
+				if w.Mode == ModeReload && mb.Log == "" && (lg == nil || lg.File == "" && lg.Command == nil) {
+					return bad(mf+".log", "required with material.new_server_ca in mode reload (or gates.log.file or command): the member's log shows the roots it loaded")
+				}
 			}
 		}
 	}

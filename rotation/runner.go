@@ -169,31 +169,22 @@ func (r *Runner) execute(ctx context.Context, resume bool) (*Result, error) {
 	defer wg.Wait()
 	defer cancel() // stops the sampler before wg.Wait
 
-	phases := []struct {
-		name string
-		fn   func(context.Context) (string, error)
-		// once: skipped when the journal says an earlier run completed it.
-		once bool
-	}{
-		{PhasePreflight, r.preflight, false},
-		{PhaseTrustBoth, r.trustBoth, true},
-		{PhaseServerCerts, r.serverCerts, true},
-		{PhaseWaves, r.waves, true},
-		{PhaseConverged, r.converged, true},
-		{PhaseRevoke, r.revoke, true},
-		{PhaseProof, r.proof, true},
-	}
-	if r.plan.Material.ServerCerts == nil {
-		phases = append(phases[:2], phases[3:]...)
+	fns := map[string]func(context.Context) (string, error){
+		PhasePreflight: r.preflight, PhaseTrustBoth: r.trustBoth,
+		PhaseServerRoots: r.serverRoots, PhaseServerCerts: r.serverCerts,
+		PhaseServerReconnect: r.serverReconnect, PhaseServerRootsNew: r.serverRootsNew,
+		PhaseWaves: r.waves, PhaseConverged: r.converged, PhaseRevoke: r.revoke, PhaseProof: r.proof,
 	}
 	var err error
-	for i, ph := range phases {
+	for i, name := range r.plan.phases() {
 		if i == 1 {
 			// Material is loaded: sample the servers' view for the timeline.
 			wg.Add(1)
 			go func() { defer wg.Done(); r.sample(ctx) }()
 		}
-		if err = r.phase(ctx, ph.name, ph.once, ph.fn); err != nil {
+		// Preflight runs again on resume; every other phase is skipped
+		// when the journal says an earlier run completed it.
+		if err = r.phase(ctx, name, name != PhasePreflight, fns[name]); err != nil {
 			break
 		}
 	}
@@ -332,6 +323,21 @@ func (r *Runner) sample(ctx context.Context) {
 	}
 }
 
+// phases are the phases a run of p goes through, in order.
+func (p *Plan) phases() []string {
+	out := []string{PhasePreflight, PhaseTrustBoth}
+	if p.Material.NewServerCA != "" {
+		out = append(out, PhaseServerRoots)
+	}
+	if p.Material.ServerCerts != nil {
+		out = append(out, PhaseServerCerts)
+	}
+	if p.Material.NewServerCA != "" {
+		out = append(out, PhaseServerReconnect, PhaseServerRootsNew)
+	}
+	return append(out, PhaseWaves, PhaseConverged, PhaseRevoke, PhaseProof)
+}
+
 // Schedule is the dry run of a plan: what would happen, in which order,
 // and the budget. Nothing is read from the servers nor touched.
 type Schedule struct {
@@ -357,11 +363,7 @@ func (p *Plan) Schedule() (*Schedule, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Schedule{Plan: p.Name, Budget: est, Parallel: p.Parallel,
-		Phases: []string{PhasePreflight, PhaseTrustBoth, PhaseWaves, PhaseConverged, PhaseRevoke, PhaseProof, PhaseReport}}
-	if p.Material.ServerCerts != nil {
-		s.Phases = append(s.Phases[:2], append([]string{PhaseServerCerts}, s.Phases[2:]...)...)
-	}
+	s := &Schedule{Plan: p.Name, Budget: est, Parallel: p.Parallel, Phases: append(p.phases(), PhaseReport)}
 	for i := range p.Workloads {
 		w := &p.Workloads[i]
 		for wi, wave := range chunk(w.Members, w.waveSize()) {

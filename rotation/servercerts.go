@@ -11,8 +11,8 @@ import (
 	"github.com/natscert/natscert/pki"
 )
 
-// serverCerts renews every server's own certificate from the same server
-// CA: it writes each server's new leaf, reloads, and observes on every
+// serverCerts renews every server's own certificate, from the same server
+// CA or (a server CA rotation) from the new one: it writes each server's new leaf, reloads, and observes on every
 // server tls_cert_not_after (varz) and the certificate a probe is shown
 // in the TLS handshake change to the new leaf. Members' connections must
 // survive it: a server reload applies a new certificate to new handshakes
@@ -26,67 +26,39 @@ func (r *Runner) serverCerts(ctx context.Context) (string, error) {
 	for i := range before.Connections {
 		c := &before.Connections[i]
 		if m := r.memberOf(c); m != nil && !c.System {
-			kept[fmt.Sprintf("%s/%d", c.ServerID, c.CID)] = m.Name
+			kept[connKey(c)] = m.Name
 		}
 	}
 	loads, err := r.loadTimes(ctx)
 	if err != nil {
 		return "", err
 	}
-	leaves := map[string]*pki.Leaf{}
+	want := map[string]*x509.Certificate{}
 	for _, s := range r.servers {
 		leaf, err := r.serverLeaf(ctx, s)
 		if err != nil {
 			return "", err
 		}
-		leaves[s.Name()] = leaf
-		if err := s.WriteServerCert(ctx, leaf.CertPEM, leaf.KeyPEM); err != nil {
-			return "", fmt.Errorf("rotation: %w: %s: %w", ErrPhaseFailed, s.Name(), err)
-		}
-		if err := s.Reload(ctx); err != nil {
-			r.emit(Event{Kind: ServerReloaded, Phase: PhaseServerCerts, Server: s.Name(), Detail: err.Error()})
-			return "", fmt.Errorf("rotation: %w: reload of %s failed: %w", ErrPhaseFailed, s.Name(), err)
-		}
-		r.emit(Event{Kind: ServerReloaded, Phase: PhaseServerCerts, Server: s.Name(), OK: true, Detail: "certificate " + short(pki.CertSHA256(leaf.Cert))})
-	}
-	timeout := or(r.plan.Timeouts.Reload, 30*time.Second)
-	deadline := time.Now().Add(timeout)
-	var pending, notes []string
-	for {
-		pending, notes = nil, nil
-		ids, ierr := r.identities(ctx)
-		for _, s := range r.servers {
-			leaf, v := leaves[s.Name()], ids[s.Name()]
-			switch {
-			case v.Key == "":
-				pending = append(pending, fmt.Sprintf("%s: not readable: %v", s.Name(), ierr))
-			case !v.ConfigLoadTime.After(loads[s.Name()]):
-				pending = append(pending, s.Name()+": config_load_time unchanged (reload not taken)")
-			case !v.TLSCertNotAfter.Equal(leaf.Cert.NotAfter):
-				pending = append(pending, fmt.Sprintf("%s: tls_cert_not_after %s, want %s", s.Name(),
-					v.TLSCertNotAfter.Format(time.RFC3339), leaf.Cert.NotAfter.Format(time.RFC3339)))
-			default:
-				pr := r.probe(ctx, s, "new")
-				if want := pki.CertSHA256(leaf.Cert); pr.ServerCertSHA256 != want {
-					pending = append(pending, fmt.Sprintf("%s: presents %s, want %s (%s)", s.Name(), short(pr.ServerCertSHA256), short(want), pr.Outcome))
-					continue
-				}
-				notes = append(notes, fmt.Sprintf("%s: presents %s, not after %s", s.Name(), short(pr.ServerCertSHA256), v.TLSCertNotAfter.Format(time.RFC3339)))
+		if r.plan.Material.NewServerCA != "" {
+			if err := r.backupServerCert(ctx, s); err != nil {
+				return "", err
 			}
 		}
-		if len(pending) == 0 || time.Now().After(deadline) || !sleep(ctx, r.poll) {
-			break
+		want[s.Name()] = leaf.Cert
+		if err := r.putServerCert(ctx, PhaseServerCerts, s, leaf.CertPEM, leaf.KeyPEM); err != nil {
+			return "", err
 		}
 	}
-	if len(pending) > 0 {
-		return "", fmt.Errorf("rotation: %w: new server certificates not observed within %s: %s", ErrPhaseFailed, timeout, strings.Join(pending, "; "))
+	notes, err := r.waitServerCerts(ctx, loads, want)
+	if err != nil {
+		return "", err
 	}
 	after, err := r.look(ctx, r.mat.members)
 	if err != nil {
 		return "", err
 	}
 	for i := range after.Connections {
-		delete(kept, fmt.Sprintf("%s/%d", after.Connections[i].ServerID, after.Connections[i].CID))
+		delete(kept, connKey(&after.Connections[i]))
 	}
 	if len(kept) > 0 {
 		var lost []string
@@ -95,7 +67,57 @@ func (r *Runner) serverCerts(ctx context.Context) (string, error) {
 		}
 		return "", fmt.Errorf("rotation: %w: members disconnected by the server certificate reload: %s", ErrPhaseFailed, strings.Join(lost, ", "))
 	}
-	return fmt.Sprintf("%s; every member connection kept across the reload", strings.Join(notes, "; ")), nil
+	return fmt.Sprintf("%s; every member connection kept across the reload", notes), nil
+}
+
+// putServerCert writes a server's certificate and key and reloads it.
+func (r *Runner) putServerCert(ctx context.Context, phase string, s Server, certPEM, keyPEM []byte) error {
+	if err := s.WriteServerCert(ctx, certPEM, keyPEM); err != nil {
+		return fmt.Errorf("rotation: %w: %s: %w", ErrPhaseFailed, s.Name(), err)
+	}
+	if err := s.Reload(ctx); err != nil {
+		r.emit(Event{Kind: ServerReloaded, Phase: phase, Server: s.Name(), Detail: err.Error()})
+		return fmt.Errorf("rotation: %w: reload of %s failed: %w", ErrPhaseFailed, s.Name(), err)
+	}
+	r.emit(Event{Kind: ServerReloaded, Phase: phase, Server: s.Name(), OK: true, Detail: "certificate " + short(fingerprint(certPEM))})
+	return nil
+}
+
+// waitServerCerts waits until every server has reloaded since loads and
+// presents the certificate want names for it: in /varz
+// tls_cert_not_after, and to a probe in the TLS handshake.
+func (r *Runner) waitServerCerts(ctx context.Context, loads map[string]time.Time, want map[string]*x509.Certificate) (string, error) {
+	timeout := or(r.plan.Timeouts.Reload, 30*time.Second)
+	deadline := time.Now().Add(timeout)
+	for {
+		var pending, notes []string
+		ids, ierr := r.identities(ctx)
+		for _, s := range r.servers {
+			cert, v := want[s.Name()], ids[s.Name()]
+			switch {
+			case v.Key == "":
+				pending = append(pending, fmt.Sprintf("%s: not readable: %v", s.Name(), ierr))
+			case !v.ConfigLoadTime.After(loads[s.Name()]):
+				pending = append(pending, s.Name()+": config_load_time unchanged (reload not taken)")
+			case !v.TLSCertNotAfter.Equal(cert.NotAfter):
+				pending = append(pending, fmt.Sprintf("%s: tls_cert_not_after %s, want %s", s.Name(),
+					v.TLSCertNotAfter.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339)))
+			default:
+				pr := r.probe(ctx, s, "new")
+				if fp := pki.CertSHA256(cert); pr.ServerCertSHA256 != fp {
+					pending = append(pending, fmt.Sprintf("%s: presents %s, want %s (%s)", s.Name(), short(pr.ServerCertSHA256), short(fp), pr.Outcome))
+					continue
+				}
+				notes = append(notes, fmt.Sprintf("%s: presents %s, not after %s", s.Name(), short(pr.ServerCertSHA256), v.TLSCertNotAfter.Format(time.RFC3339)))
+			}
+		}
+		if len(pending) == 0 {
+			return strings.Join(notes, "; "), nil
+		}
+		if time.Now().After(deadline) || !sleep(ctx, r.poll) {
+			return "", fmt.Errorf("rotation: %w: server certificates not observed within %s: %s", ErrPhaseFailed, timeout, strings.Join(pending, "; "))
+		}
+	}
 }
 
 // serverLeaf is the new leaf of s: minted once into the state directory

@@ -46,6 +46,10 @@ type Server interface {
 	// ReadServerCert returns the server's own certificate (PEM) as it is
 	// now; nil when it cannot be read back (a remote file).
 	ReadServerCert(ctx context.Context) ([]byte, error)
+	// ReadServerKey returns the server's own key (PEM) as it is now; nil
+	// when it cannot be read back. A server CA rotation keeps a copy of
+	// the pair, for abort.
+	ReadServerKey(ctx context.Context) ([]byte, error)
 	// WriteServerCert replaces the server's own certificate and key; it
 	// takes effect at the next Reload.
 	WriteServerCert(ctx context.Context, certPEM, keyPEM []byte) error
@@ -80,6 +84,13 @@ func (e *embeddedServer) WriteClientCA(_ context.Context, bundle []byte) error {
 }
 func (e *embeddedServer) ReadServerCert(context.Context) ([]byte, error) {
 	b, err := os.ReadFile(e.s.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %s: %w", e.s.Name, err)
+	}
+	return b, nil
+}
+func (e *embeddedServer) ReadServerKey(context.Context) ([]byte, error) {
+	b, err := os.ReadFile(e.s.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: %s: %w", e.s.Name, err)
 	}
@@ -157,15 +168,8 @@ func (h *hostServer) ClientURL() string  { return h.spec.ClientURL }
 func (h *hostServer) MonitorURL() string { return h.spec.MonitorURL }
 
 func (h *hostServer) ReadClientCA(ctx context.Context) ([]byte, error) {
-	if h.spec.Deliver != nil {
-		// A remote file is not read back; the rotation keeps its own copy.
-		return nil, nil
-	}
-	b, err := os.ReadFile(h.plan.path(h.spec.CAFile))
-	if err != nil {
-		return nil, fmt.Errorf("rotation: %s: %w", h.name, err)
-	}
-	return b, nil
+	// A remote file is not read back; the rotation keeps its own copy.
+	return h.read(h.spec.CAFile)
 }
 
 func (h *hostServer) WriteClientCA(ctx context.Context, bundle []byte) error {
@@ -173,10 +177,20 @@ func (h *hostServer) WriteClientCA(ctx context.Context, bundle []byte) error {
 }
 
 func (h *hostServer) ReadServerCert(context.Context) ([]byte, error) {
-	if h.spec.Deliver != nil || h.spec.CertFile == "" {
+	return h.read(h.spec.CertFile)
+}
+
+func (h *hostServer) ReadServerKey(context.Context) ([]byte, error) {
+	return h.read(h.spec.KeyFile)
+}
+
+// read reads back one of the server's local files; nil when the files are
+// remote (delivered by a command) or the plan does not name it.
+func (h *hostServer) read(name string) ([]byte, error) {
+	if h.spec.Deliver != nil || name == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(h.plan.path(h.spec.CertFile))
+	b, err := os.ReadFile(h.plan.path(name))
 	if err != nil {
 		return nil, fmt.Errorf("rotation: %s: %w", h.name, err)
 	}

@@ -28,6 +28,9 @@ type Member struct {
 	OldCertSHA256 string `json:"old_cert_sha256"`
 	NewCertSHA256 string `json:"new_cert_sha256"`
 	Log           string `json:"log,omitempty"`
+	// RootsFile is where the member reads the CA bundle that verifies
+	// the servers (a server CA rotation delivers it).
+	RootsFile string `json:"roots_file,omitempty"`
 }
 
 // Files is the material delivered to a member.
@@ -46,6 +49,31 @@ type Target interface {
 	// Restart restarts the member so that it loads its files. It is not
 	// called for members in reload mode.
 	Restart(ctx context.Context, m Member) error
+}
+
+// RootsTarget is a Target that also delivers a member's roots, the CA
+// bundle that verifies the servers, for a server CA rotation. A Target
+// without it has the roots written to Member.RootsFile on the local disk.
+type RootsTarget interface {
+	Target
+	// DeliverRoots puts roots (PEM) where the member reads them
+	// (RootsFile). It must be idempotent.
+	DeliverRoots(ctx context.Context, m Member, roots []byte) error
+}
+
+// deliverRoots delivers roots through t, or writes them locally.
+func deliverRoots(ctx context.Context, t Target, m Member, roots []byte) error {
+	if rt, ok := t.(RootsTarget); ok {
+		return rt.DeliverRoots(ctx, m, roots)
+	}
+	return writeRoots(m, roots)
+}
+
+func writeRoots(m Member, roots []byte) error {
+	if err := pki.WriteFileAtomic(m.RootsFile, roots, 0o644); err != nil {
+		return fmt.Errorf("rotation: deliver roots to %s: %w", m.Name, err)
+	}
+	return nil
 }
 
 // CommandTarget is the Target a plan's workload describes: files written
@@ -76,6 +104,19 @@ func (t *commandTarget) Deliver(ctx context.Context, m Member, f Files) error {
 		if err != nil {
 			return fmt.Errorf("rotation: deliver to %s: %w", m.Name, err)
 		}
+	}
+	return nil
+}
+
+func (t *commandTarget) DeliverRoots(ctx context.Context, m Member, roots []byte) error {
+	if t.w.Deliver == nil {
+		return writeRoots(m, roots)
+	}
+	err := deliverByCommand(ctx, t.plan, t.w.Deliver, roots, 0o644, map[string]any{
+		"Member": m.Name, "Workload": m.Workload, "Dst": m.RootsFile,
+	})
+	if err != nil {
+		return fmt.Errorf("rotation: deliver roots to %s: %w", m.Name, err)
 	}
 	return nil
 }
