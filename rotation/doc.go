@@ -6,22 +6,34 @@
 //     present, the budget within the SLA;
 //  2. trust_both: ca_file = old+new client CA, reload, config_load_time
 //     changed and probes under both CAs accepted on every server;
-//  3. server_certs (when material.server_certs is set): each server's own
-//     leaf renewed from the same server CA, reloaded; every server shows
-//     the new tls_cert_not_after and presents the new leaf to a probe, and
-//     no member connection is lost;
-//  4. waves: per workload, deliver new leaves, restart (restart mode) or
+//  3. server_roots (when material.new_server_ca is set: a server CA
+//     rotation): every member's roots file = old+new server CA, wave by
+//     wave; a reload-mode member's log must show it loaded roots holding
+//     both (bus logs "nats material loaded" with the roots'
+//     fingerprints), a restart-mode member is restarted and must
+//     reconnect;
+//  4. server_certs (when material.server_certs is set): each server's own
+//     leaf renewed from the same server CA, or issued by the new one,
+//     reloaded; every server shows the new tls_cert_not_after and
+//     presents the new leaf to a probe, and no member connection is lost;
+//  5. server_reconnect and server_roots_new (server CA rotation): every
+//     member connection is kicked and each member must come back, which
+//     its handshake with the new server certificate proves it trusts;
+//     then the roots become the new server CA only, observed as above,
+//     and a second kick round must come back too. A member that fails the
+//     first round stops the rotation with every root still old+new;
+//  6. waves: per workload, deliver new leaves, restart (restart mode) or
 //     let members reload (reload mode), then gate: the wave's members
 //     present the new fingerprint in every server's view, settled; log
 //     lines and checks within limits. A failed gate pauses (ErrPaused) or
 //     aborts (ErrGateFailed);
-//  5. converged: every member on new material, settled;
-//  6. revoke: ca_file = new client CA only (or, when old and new client CA
+//  7. converged: every member on new material, settled;
+//  8. revoke: ca_file = new client CA only (or, when old and new client CA
 //     are the same, pinned_certs = the new leaves only, which the reload
 //     enforces on live connections too), reload; every connection still
 //     presenting old material is kicked and its member must come back on
 //     new material;
-//  7. proof: on every server, in the same step, a probe presenting the old
+//  9. proof: on every server, in the same step, a probe presenting the old
 //     leaf is refused (in the TLS handshake; after it, with pinned_certs)
 //     and a probe presenting the new one completes CONNECT/PING/PONG.
 //
@@ -31,7 +43,8 @@
 // Every step is written to a journal (fsync) before and after it acts.
 // Resume re-observes a step left in doubt instead of repeating it, and
 // never repeats a completed restart; Abort, before revoke, restores the
-// old trust and material.
+// old trust and material, and, before the old server CA leaves the
+// members' roots, the servers' old certificates and the members' roots.
 //
 // A Plan comes from a YAML file (LoadPlan; docs/plan.md) or is built in
 // code. Servers are reached through the Server interface: HostServer

@@ -166,9 +166,9 @@ const (
 	// RoutesNone: no cluster { tls { } } block (plain routes, or no
 	// cluster).
 	RoutesNone = "none"
-	// RoutesSeparate: the route tls block has its own CA and certificate,
-	// not issued by the server CA that rotates; the rotation leaves it
-	// alone.
+	// RoutesSeparate: the route tls block has its own cert_file, key_file
+	// and ca_file, which the rotation neither writes nor needs changed;
+	// they rotate on their own schedule.
 	RoutesSeparate = "separate"
 )
 
@@ -540,7 +540,7 @@ func (p *Plan) Validate() error {
 		switch sc.Routes {
 		case "", RoutesNone, RoutesSeparate:
 		default:
-			return bad("material.server_certs.routes", "%q is not one of none, separate (a route tls block issued by the rotating server CA is not rotated by natscert)", sc.Routes)
+			return bad("material.server_certs.routes", "%q is not one of none, separate (natscert does not rotate route TLS that shares the servers' files)", sc.Routes)
 		}
 	}
 	if m.NewServerCA != "" {
@@ -548,7 +548,7 @@ func (p *Plan) Validate() error {
 		case m.ServerCerts == nil:
 			return bad("material.server_certs", "required with material.new_server_ca: the servers move to leaves it issues (give ca_key)")
 		case m.ServerCerts.Routes == "":
-			return bad("material.server_certs.routes", "required with material.new_server_ca: none (no route tls block) or separate (the route tls block has its own CA); natscert does not rotate a route tls block issued by the server CA, rotate it by hand first (docs/runbook.md)")
+			return bad("material.server_certs.routes", "required with material.new_server_ca: none (no cluster tls block) or separate (the cluster tls block has its own cert_file, key_file and ca_file); natscert does not rotate route TLS that shares the servers' files: move it to its own files first (docs/runbook.md)")
 		}
 	}
 	if p.SameClientCA() {

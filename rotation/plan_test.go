@@ -64,3 +64,59 @@ workloads:
 		t.Fatalf("base plan: %v", err)
 	}
 }
+
+// A server CA rotation names what it needs: server_certs with routes,
+// each member's roots_file, and a log for reload-mode members.
+func TestServerCAPlan(t *testing.T) {
+	const base = `
+name: x
+servers:
+  - {client_url: "tls://a:4222", monitor_url: "http://a:8222", ca_file: ca.pem, cert_file: s.pem, key_file: sk.pem, reload: {method: none}}
+material:
+  server_ca: s.pem
+  new_server_ca: s2.pem
+  server_certs: {ca_key: s2k.pem, routes: none}
+  old_client_ca: o.pem
+  new_client_ca: n.pem
+  new_client_ca_key: nk.pem
+  old_client_ca_key: ok.pem
+workloads:
+  - name: w
+    mode: reload
+    gates: {log: {file: "{{.Member}}.log"}}
+    members:
+      - {name: m1, cert_file: c.pem, key_file: k.pem, roots_file: r.pem}
+`
+	for _, tc := range []struct{ name, plan, want string }{
+		{"no server_certs", strings.Replace(base, "  server_certs: {ca_key: s2k.pem, routes: none}\n", "", 1), "material.server_certs: required with material.new_server_ca"},
+		{"no routes", strings.Replace(base, ", routes: none", "", 1), "material.server_certs.routes: required"},
+		{"bad routes", strings.Replace(base, "routes: none", "routes: shared", 1), `material.server_certs.routes: "shared"`},
+		{"no roots_file", strings.Replace(base, ", roots_file: r.pem", "", 1), "workloads[0].members[0].roots_file: required"},
+		{"no log", strings.Replace(base, `    gates: {log: {file: "{{.Member}}.log"}}`+"\n", "", 1), "workloads[0].members[0].log: required"},
+		{"bad roots_loaded", strings.Replace(base, `{file: "{{.Member}}.log"}`, `{file: l, roots_loaded: "("}`, 1), "workloads[0].gates.log.roots_loaded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParsePlan(strings.NewReader(tc.plan))
+			if !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrPlan naming %q", err, tc.want)
+			}
+		})
+	}
+	p, err := ParsePlan(strings.NewReader(base))
+	if err != nil {
+		t.Fatalf("base plan: %v", err)
+	}
+	s, err := p.Schedule()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "preflight trust_both server_roots server_certs server_reconnect server_roots_new waves converged revoke proof report"
+	if got := strings.Join(s.Phases, " "); got != want {
+		t.Errorf("phases %s, want %s", got, want)
+	}
+	// Restart-mode members are observed by their reconnect, not a log.
+	restart := strings.Replace(base, "mode: reload", "mode: restart\n    restart: {run: x}", 1)
+	if _, err := ParsePlan(strings.NewReader(strings.Replace(restart, `    gates: {log: {file: "{{.Member}}.log"}}`+"\n", "", 1))); err != nil {
+		t.Errorf("restart mode without a log: %v", err)
+	}
+}

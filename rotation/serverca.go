@@ -214,9 +214,12 @@ func (r *Runner) restartForRoots(ctx context.Context, t Target, w *Workload, ms 
 	}
 	obs, err := r.waitBack(ctx, ms, gone, timeout)
 	if errors.Is(err, errNotBack) {
-		return "", fmt.Errorf("rotation: %w: restarted to load roots (%s), not reconnected: %s", ErrPhaseFailed, rootsText(rd), obs)
+		return "", fmt.Errorf("rotation: %w: %s: restarted to load roots (%s), not reconnected: %s", ErrPhaseFailed, w.Name, rootsText(rd), obs)
 	}
-	return obs, err
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s: restarted for roots %s, %s", w.Name, rootsText(rd), obs), nil
 }
 
 // waitRootsLogged waits until each member's log shows, since its

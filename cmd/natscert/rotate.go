@@ -31,10 +31,17 @@ preflight, trust both CAs, the servers' own certificates (when the plan
 renews them), waves of members behind gates, converged, revoke (kicking
 stragglers), and proof.
 
+With material.new_server_ca the server CA rotates too, before the waves:
+every member's roots gain the new server CA (observed in its log, or by a
+restart and reconnect), the servers move to leaves of it, every member is
+kicked and must come back, then the old server CA leaves the roots and a
+second kick round must come back as well.
+
 The plan file is described in docs/plan.md. Every step is journaled in the
 plan's state_dir; after a crash, "resume" continues without repeating a
 completed restart, and "abort" (before revoke) restores the old trust and
-material.
+material (and, before the old server CA leaves the members' roots, the
+servers' old certificates and the members' old roots).
 
 Exit codes: 0 rotated and proven; 1 a gate or phase did not hold (or the
 rotation was aborted on a failed gate); 2 unreadable plan; 3 something could
