@@ -62,6 +62,9 @@ func WriteComparison(w io.Writer, results []*Result) error {
 	row("convergence", func(r *Result) string { return r.Convergence.Round(time.Millisecond).String() })
 	row("moving time", func(r *Result) string { return r.Moving.Round(time.Millisecond).String() })
 	row("handshake floor", func(r *Result) string { return r.Floor.Duration.Round(time.Millisecond).String() })
+	row("server certs renewed", func(r *Result) string {
+		return fmt.Sprintf("%d/%d", r.ServerCerts.Renewed, r.ServerCerts.Servers)
+	})
 	row("old cert rejected", func(r *Result) string { return fmt.Sprint(r.Report.OldCertRejected) })
 	row("promises held", func(r *Result) string {
 		if r.OK() {

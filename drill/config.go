@@ -14,9 +14,10 @@ type Strategy string
 const (
 	// StrategyRestart is today's approach: members load their material
 	// once at start-up and are restarted, wave by wave, on the new files.
-	// It promises that no member is left on old material and that the
-	// proof passes; the messages and requests lost while members are down
-	// are measured and reported, not promised away.
+	// It promises that no member is left on old material, that the
+	// servers' certificates are renewed and that the proof passes; the
+	// messages and requests lost while members are down are measured and
+	// reported, not promised away.
 	StrategyRestart Strategy = "restart"
 	// StrategyReconnect keeps members running: a file source sees the new
 	// files and the connection re-dials with them (jittered

@@ -8,9 +8,12 @@
 // to every member, and a requester sends requests to the members' queue
 // group. It measures the handshake floor (N mTLS connects with 8 dialers)
 // under that load, then runs the rotation through package rotation itself
-// (trust both, waves, converged, revoke, proof) with the members as its
-// Target: new files written where each member reads them, and in restart
-// mode the member stopped and started again on them.
+// (trust both, server certificates, waves, converged, revoke, proof) with
+// the members as its Target: new files written where each member reads
+// them, and in restart mode the member stopped and started again on them.
+// The servers' own leaves are renewed from the server CA that issued them,
+// which the members' roots already hold, so the renewal must cost the
+// members nothing.
 //
 // Loss is counted exactly: every member keeps a bitmap of the sequence
 // numbers it received. The loss window opens once every member receives
@@ -21,10 +24,12 @@
 // answered is charged to that member.
 //
 // The strategies differ in what they promise. Every strategy promises that
-// the rotation completes with no member left on old material and that the
-// proof passes (old certificate rejected, new accepted, on every server);
-// swap also promises zero lost messages and zero failed requests. Restart
-// and reconnect losses are measured and reported, not promised.
+// the rotation completes with no member left on old material, that every
+// server's certificate is renewed with no member connection lost, and that
+// the proof passes (on every server the old client certificate rejected,
+// the new one accepted, and the renewed server leaf presented); swap also
+// promises zero lost messages and zero failed requests. Restart and
+// reconnect losses are measured and reported, not promised.
 //
 // Usage:
 //

@@ -195,22 +195,14 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 		}
 		if len(rot.Proof) > 0 {
 			pr := &report.Proof{OK: true}
-			res.ServerCerts.Servers = len(rot.Proof)
 			for _, p := range rot.Proof {
-				began := d.setup.serverCerts[p.Server]
-				renewed := p.ServerCertSHA256 != "" && p.New.ServerCertSHA256 == p.ServerCertSHA256 && p.ServerCertSHA256 != began
-				if renewed {
-					res.ServerCerts.Renewed++
-				} else {
-					res.ServerCerts.NotRenewed = append(res.ServerCerts.NotRenewed, p.Server)
-				}
 				sp := report.ServerProof{
 					Server:          p.Server,
 					OldRejected:     p.Old.Outcome == rotation.RejectedHandshake,
 					NewAccepted:     p.New.Outcome == rotation.Accepted,
 					OldFingerprints: p.OldRemaining,
 					Detail: fmt.Sprintf("old: %s %s; new: %s; server certificate renewed %v: presents %s, started with %s",
-						p.Old.Outcome, p.Old.Detail, p.New.Outcome, renewed, short(p.New.ServerCertSHA256), short(began)),
+						p.Old.Outcome, p.Old.Detail, p.New.Outcome, d.renewed(p), short(p.New.ServerCertSHA256), short(d.setup.serverCerts[p.Server])),
 				}
 				pr.OK = pr.OK && p.OK
 				pr.Servers = append(pr.Servers, sp)
@@ -249,6 +241,39 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 
 	rep.Broken = d.promises(res)
 	rep.OK = len(rep.Broken) == 0
+}
+
+// String says how many servers were renewed, and which were not, as the
+// summary and the progress show it.
+func (t ServerCertTally) String() string {
+	if len(t.NotRenewed) > 0 {
+		return fmt.Sprintf("renewed %d/%d; old or unexpected fingerprint on %s", t.Renewed, t.Servers, strings.Join(t.NotRenewed, " "))
+	}
+	return fmt.Sprintf("renewed %d/%d, new fingerprint observed", t.Renewed, t.Servers)
+}
+
+// renewed reports whether the proof's probe was shown the server's renewed
+// leaf: the one the rotation minted, not the one the server started with.
+func (d *run) renewed(p rotation.ServerProof) bool {
+	return p.ServerCertSHA256 != "" && p.New.ServerCertSHA256 == p.ServerCertSHA256 &&
+		p.ServerCertSHA256 != d.setup.serverCerts[p.Server]
+}
+
+// serverCertTally counts the servers renewed according to the proof.
+func (d *run) serverCertTally(rot *rotation.Result) ServerCertTally {
+	var t ServerCertTally
+	if rot == nil {
+		return t
+	}
+	for _, p := range rot.Proof {
+		t.Servers++
+		if d.renewed(p) {
+			t.Renewed++
+		} else {
+			t.NotRenewed = append(t.NotRenewed, p.Server)
+		}
+	}
+	return t
 }
 
 func phase(name string, start, end time.Time, ok bool, observed string) report.Phase {
@@ -329,8 +354,8 @@ func (d *run) promises(res *Result) []string {
 	} else if !rep.Proof.OK {
 		broken = append(broken, "proof failed: old certificate not rejected, new not accepted, or old connections left")
 	}
-	if sc := res.ServerCerts; res.Report.Proof != nil && sc.Renewed < sc.Servers {
-		broken = append(broken, fmt.Sprintf("server certificates renewed on %d of %d servers; not on %s", sc.Renewed, sc.Servers, strings.Join(sc.NotRenewed, " ")))
+	if sc := res.ServerCerts; sc.Renewed < sc.Servers {
+		broken = append(broken, "server certificates "+sc.String())
 	}
 	if d.cfg.Strategy == StrategySwap {
 		if res.Messages.Lost > 0 {
@@ -404,11 +429,7 @@ func (r *Result) WriteSummary(w io.Writer) error {
 		}
 	}
 	if sc := r.ServerCerts; sc.Servers > 0 {
-		line := fmt.Sprintf("renewed %d/%d, new fingerprint observed", sc.Renewed, sc.Servers)
-		if len(sc.NotRenewed) > 0 {
-			line = fmt.Sprintf("renewed %d/%d; old or unexpected fingerprint on %s", sc.Renewed, sc.Servers, strings.Join(sc.NotRenewed, " "))
-		}
-		p("server certificates", "%s", line)
+		p("server certificates", "%s", sc)
 	}
 	p("old_cert_rejected", "%v", rep.OldCertRejected)
 	p("verdict", "%s", r.verdictLine())

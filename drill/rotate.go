@@ -193,18 +193,18 @@ func (d *run) onRotationEvent(e rotation.Event) {
 }
 
 // noteDetail shows head and a rotation's detail. The rotation joins what
-// it observed on each server with "; ": one indented line each reads
-// better in a log than one clipped line.
+// it observed on each server with "; ": when that is long, one indented
+// line a part reads better in a log than one clipped line.
 func (d *run) noteDetail(head, detail string) {
-	parts := strings.Split(detail, "; ")
 	switch {
 	case detail == "":
 		d.note("%s", head)
 		return
-	case len(parts) == 1:
-		d.note("%s: %s", head, clip(detail, 200))
+	case len(detail) <= 100:
+		d.note("%s: %s", head, detail)
 		return
 	}
+	parts := strings.Split(detail, "; ")
 	d.note("%s:", head)
 	const most = 8
 	for i, part := range parts {

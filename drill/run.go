@@ -214,6 +214,10 @@ func (d *run) run(ctx context.Context, dir string) (*Result, error) {
 	} else {
 		d.note("rotation done in %v", rotEnd.Sub(rotStart).Round(time.Millisecond))
 	}
+	res.ServerCerts = d.serverCertTally(rot)
+	if sc := res.ServerCerts; sc.Servers > 0 {
+		d.note("server certificates %s", sc)
+	}
 
 	if ctx.Err() == nil {
 		_ = d.step("steady after", func() (string, error) {
