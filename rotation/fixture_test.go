@@ -70,10 +70,20 @@ func (f *fixture) path(name string) string { return filepath.Join(f.dir, name) }
 // every dial and reconnects when they change.
 func (f *fixture) addClient(id, connName string, static bool) *client {
 	f.t.Helper()
+	return f.addClientWith(id, connName, static, nil)
+}
+
+// addClientWith is addClient with set applied to the client before it
+// starts.
+func (f *fixture) addClientWith(id, connName string, static bool, set func(*client)) *client {
+	f.t.Helper()
 	leaf, err := f.old.Issue(id, pki.RoleClient)
 	must(f.t, err)
 	c := &client{id: id, name: connName, static: static, urls: f.cluster.ClientURLs(), roots: f.roots,
 		certFile: f.path(id + ".pem"), keyFile: f.path(id + "-key.pem")}
+	if set != nil {
+		set(c)
+	}
 	must(f.t, leaf.WriteFiles(c.certFile, c.keyFile))
 	must(f.t, c.start())
 	f.t.Cleanup(c.close)
@@ -128,6 +138,18 @@ type target struct {
 	// hook, when set, runs instead of a restart.
 	mu   sync.Mutex
 	skip map[string]bool
+	// skipRoots: roots deliveries to these members are dropped.
+	skipRoots map[string]bool
+}
+
+func (tg *target) DeliverRoots(_ context.Context, m Member, roots []byte) error {
+	tg.mu.Lock()
+	skip := tg.skipRoots[m.Name]
+	tg.mu.Unlock()
+	if skip {
+		return nil // "delivered", but the member never sees it
+	}
+	return pki.WriteFileAtomic(m.RootsFile, roots, 0o644)
 }
 
 func (tg *target) Deliver(_ context.Context, m Member, files Files) error {
@@ -155,6 +177,9 @@ type client struct {
 	urls              []string
 	roots             *x509.CertPool
 	certFile, keyFile string
+	// rootsFile, when set, is read for the roots at every start, as a
+	// start-up-loaded client reads NATS_TLS_CA.
+	rootsFile string
 
 	mu       sync.Mutex
 	nc       *nats.Conn
@@ -171,14 +196,22 @@ func (c *client) start() error {
 	if c.name != "" {
 		opts = append(opts, nats.Name(c.name))
 	}
+	roots := c.roots
+	if c.rootsFile != "" {
+		certs, err := pki.ReadCertificates(c.rootsFile)
+		if err != nil {
+			return err
+		}
+		roots = pki.Pool(certs)
+	}
 	if c.static {
 		pair, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 		if err != nil {
 			return err
 		}
-		opts = append(opts, nats.Secure(&tls.Config{RootCAs: c.roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}))
+		opts = append(opts, nats.Secure(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}))
 	} else {
-		opts = append(opts, nats.Secure(&tls.Config{RootCAs: c.roots, MinVersion: tls.VersionTLS12}), nats.ClientCert(c.certFile, c.keyFile))
+		opts = append(opts, nats.Secure(&tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}), nats.ClientCert(c.certFile, c.keyFile))
 	}
 	nc, err := nats.Connect(joinURLs(c.urls), opts...)
 	if err != nil {

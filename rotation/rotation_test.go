@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/natscert/natscert/pki"
 )
 
 func TestMain(m *testing.M) {
@@ -395,5 +397,78 @@ func TestSameCALeafRotationPinned(t *testing.T) {
 		if c.CertSHA256 == oldFP {
 			t.Errorf("the straggler's old leaf is still connected: %+v", c)
 		}
+	}
+}
+
+// A server CA rotation in process, restart mode: one member's roots
+// delivery is lost, so its restart brings it back on the old roots alone;
+// the first kick round after the servers moved to the new CA leaves it
+// out, and the rotation stops with ErrPhaseFailed while every other
+// member's roots hold old+new. Abort puts the servers' old certificates
+// back and the member returns; every roots file is back to the old CA.
+func TestServerCARotationLostRootsStopsThenAbort(t *testing.T) {
+	f := newFixture(t, 3)
+	newCA, err := pki.NewCA("new server CA")
+	must(t, err)
+	must(t, newCA.WriteFiles(f.path("new-server-ca.pem"), f.path("new-server-ca-key.pem")))
+	for _, id := range []string{"s1", "s2"} {
+		roots := f.path(id + "-roots.pem")
+		must(t, pki.WriteFileAtomic(roots, f.cluster.ServerCA.CertPEM, 0o644))
+		f.addClientWith(id, "", true, func(c *client) { c.rootsFile = roots })
+	}
+	p := f.plan(nil, []string{"s1", "s2"})
+	p.Material.NewServerCA = f.path("new-server-ca.pem")
+	p.Material.ServerCerts = &ServerCerts{CAKey: f.path("new-server-ca-key.pem"), Routes: RoutesNone}
+	p.Timeouts.Return = 3 * time.Second
+	for i := range p.Workloads[0].Members {
+		p.Workloads[0].Members[i].RootsFile = f.clients[p.Workloads[0].Members[i].Name].rootsFile
+	}
+	tg := &target{f: f, skipRoots: map[string]bool{"s2": true}}
+	oldCerts := map[string]string{}
+	for _, s := range f.cluster.Servers {
+		oldCerts[s.Name] = fingerprintOf(t, s.CertFile)
+	}
+	r, err := New(p, WithServers(f.servers()...), WithTarget("static", tg), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if !errors.Is(err, ErrPhaseFailed) {
+		t.Fatalf("Run: %v, want ErrPhaseFailed", err)
+	}
+	last := res.Phases[len(res.Phases)-1]
+	if last.Name != PhaseServerReconnect || !strings.Contains(last.Error, "s2") {
+		t.Fatalf("stopped at %s: %s", last.Name, last.Error)
+	}
+	if certs, _ := pki.ReadCertificates(f.clients["s1"].rootsFile); len(certs) != 2 {
+		t.Errorf("s1 roots: %d certificate(s), want old+new", len(certs))
+	}
+	if n := f.clients["s1"].restartCount(); n != 1 {
+		t.Errorf("s1 restarted %d times, want 1", n)
+	}
+
+	r, err = New(p, WithServers(f.servers()...), WithTarget("static", tg), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	if res, err := r.Abort(testContext(t)); err != nil {
+		for _, ph := range res.Phases {
+			t.Logf("%s ok=%v %s %s", ph.Name, ph.OK, ph.Observed, ph.Error)
+		}
+		t.Fatalf("Abort: %v", err)
+	}
+	for _, s := range f.cluster.Servers {
+		if fp := fingerprintOf(t, s.CertFile); fp != oldCerts[s.Name] {
+			t.Errorf("%s: certificate %s after abort, want the old one", s.Name, short(fp))
+		}
+	}
+	for _, id := range []string{"s1", "s2"} {
+		if certs, _ := pki.ReadCertificates(f.clients[id].rootsFile); len(certs) != 1 || !certs[0].Equal(f.cluster.ServerCA.Cert) {
+			t.Errorf("%s roots not back to the old server CA", id)
+		}
+	}
+	// Every member is connected again, s2 included.
+	deadline := time.Now().Add(20 * time.Second)
+	for len(f.presented(t)) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("members not back after abort: %+v", f.presented(t))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

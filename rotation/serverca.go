@@ -97,6 +97,11 @@ func (r *Runner) setRoots(ctx context.Context, rd rootsRound, only func(*memberS
 	return strings.Join(notes, "; "), nil
 }
 
+func fileHolds(path string, b []byte) bool {
+	cur, err := os.ReadFile(path)
+	return err == nil && bytes.Equal(cur, b)
+}
+
 func rootsStep(rd rootsRound, m *memberState) string { return "roots:" + rd.name + ":" + m.Name }
 
 // rootsWave delivers and observes one wave of members. Each delivery is
@@ -122,7 +127,7 @@ func (r *Runner) rootsWave(ctx context.Context, w *Workload, ms []*memberState, 
 		case "":
 			// A reload-mode member whose local file holds the bundle
 			// already has nothing to load, and would log nothing.
-			if cur, err := os.ReadFile(m.RootsFile); w.Mode == ModeReload && err == nil && bytes.Equal(cur, rd.roots(m)) {
+			if w.Mode == ModeReload && fileHolds(m.RootsFile, rd.roots(m)) {
 				if err := r.j.Write(step, StepDone, "already held", map[string]string{"held": "1"}); err != nil {
 					return "", err
 				}
