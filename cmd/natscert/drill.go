@@ -77,7 +77,7 @@ per strategy).
 Exit codes:
   0  every promise of the strategy held (with --compare, of each strategy)
   1  a promise did not hold; the summary and the report name it
-  2  usage error
+  2  usage error: a bad flag, or an --out directory that cannot be created
   3  the drill could not run (the cluster did not start, a client could
      not connect)
   4  interrupted
@@ -104,10 +104,17 @@ Examples:
 			if cfg.Clients < 0 || cfg.Servers < 0 || cfg.Rate < 0 || cfg.RequestRate < 0 || cfg.Waves < 0 {
 				return usageError("drill: counts and rates must not be negative")
 			}
+			// A minute of drill must not end on a directory it cannot
+			// write: check --out first.
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return usageError("drill: --out: %v", err)
+			}
 			stderr := cmd.ErrOrStderr()
+			// In place status lines only where they render: a terminal
+			// that understands the erase-line sequence.
 			live := false
 			if f, ok := stderr.(*os.File); ok {
-				live = term.IsTerminal(int(f.Fd()))
+				live = term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb"
 			}
 			display := drill.NewProgress(stderr, live)
 			if compare {

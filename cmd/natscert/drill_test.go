@@ -57,6 +57,7 @@ func TestDrillCommandUsage(t *testing.T) {
 		{"drill", "--strategy", "hope"},
 		{"drill", "--clients", "-3"},
 		{"drill", "extra"},
+		{"drill", "--out", "/dev/null/drill"},
 	} {
 		if code, _, stderr := runCLI(t, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d (stderr %s)", args, code, exitUsage, stderr)
