@@ -158,3 +158,24 @@ func TestLoadDrill1000(t *testing.T) {
 		t.Fatalf("drill not OK: %v", res.Report.Broken)
 	}
 }
+
+// A server counts as renewed only when the proof's probe was shown the
+// leaf the rotation minted for it, and that is not the leaf it started with.
+func TestServerCertTally(t *testing.T) {
+	d := &run{setup: &setup{serverCerts: map[string]string{"n1": "a1", "n2": "a2", "n3": "a3", "n4": "a4"}}}
+	proof := func(server, minted, presented string) rotation.ServerProof {
+		return rotation.ServerProof{Server: server, ServerCertSHA256: minted, New: rotation.ProbeResult{ServerCertSHA256: presented}}
+	}
+	got := d.serverCertTally(&rotation.Result{Proof: []rotation.ServerProof{
+		proof("n1", "b1", "b1"), // renewed
+		proof("n2", "b2", "a2"), // still presents the leaf it started with
+		proof("n3", "", "a3"),   // nothing minted
+		proof("n4", "a4", "a4"), // "renewed" to the leaf it had
+	}})
+	if got.Servers != 4 || got.Renewed != 1 || !slices.Equal(got.NotRenewed, []string{"n2", "n3", "n4"}) {
+		t.Fatalf("tally %+v", got)
+	}
+	if s := got.String(); s != "renewed 1/4; old or unexpected fingerprint on n2 n3 n4" {
+		t.Errorf("String() = %q", s)
+	}
+}
