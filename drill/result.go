@@ -201,8 +201,9 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 					OldRejected:     p.Old.Outcome == rotation.RejectedHandshake,
 					NewAccepted:     p.New.Outcome == rotation.Accepted,
 					OldFingerprints: p.OldRemaining,
-					Detail: fmt.Sprintf("old: %s %s; new: %s; server certificate renewed %v: presents %s, started with %s",
-						p.Old.Outcome, p.Old.Detail, p.New.Outcome, d.renewed(p), short(p.New.ServerCertSHA256), short(d.setup.serverCerts[p.Server])),
+					Detail: fmt.Sprintf("old: %s %s; new: %s; server presents %s (%s; started with %s)",
+						p.Old.Outcome, p.Old.Detail, p.New.Outcome, short(p.New.ServerCertSHA256),
+						map[bool]string{true: "renewed", false: "NOT renewed"}[d.renewed(p)], short(d.setup.serverCerts[p.Server])),
 				}
 				pr.OK = pr.OK && p.OK
 				pr.Servers = append(pr.Servers, sp)
