@@ -85,16 +85,15 @@ func quiet() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// floor times n full mTLS connects (handshake, CONNECT, PING/PONG) with 8
-// dialers at once: the least time n clients can take to move to new
-// material, one handshake each.
-func floor(tb testing.TB, f *fixture, url string, n int) time.Duration {
+// floor times n full mTLS connects (handshake, CONNECT, PING/PONG) made
+// by conc dialers at once.
+func floor(tb testing.TB, f *fixture, url string, n, conc int) time.Duration {
 	tb.Helper()
 	cfg := f.tlsConfig(tb, f.leaf(tb, "floor"))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
-	for d := 0; d < 8; d++ {
+	for d := 0; d < conc; d++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

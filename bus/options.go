@@ -70,11 +70,14 @@ const (
 	// DefaultDrainTimeout bounds how long a swap waits for the old
 	// connection's requests and pending messages.
 	DefaultDrainTimeout = 30 * time.Second
-	// DefaultSwapConcurrency is the size of the process-wide limiter used
-	// when no WithSwapLimiter is given. Under load a dial takes 50-150 ms,
-	// so fewer leave the servers idle; at 128 on 2 cores dials slowed
-	// to ~450 ms.
+	// DefaultSwapConcurrency is how many swaps of one process dial at once
+	// when a burst of swaps starts, with the process-wide adaptive limiter
+	// used when no WithSwapLimiter is given.
 	DefaultSwapConcurrency = 64
+	// DefaultSwapDialTarget is the dial time an adaptive swap limiter
+	// stays under: a quarter of nats-server's default TLS handshake
+	// timeout (2 s), past which dials fail and fall into backoff.
+	DefaultSwapDialTarget = 500 * time.Millisecond
 )
 
 // Option configures a Conn.
@@ -211,9 +214,10 @@ func WithGrace(same, cross time.Duration) Option {
 	}
 }
 
-// WithSwapLimiter shares l among connections: at most l's size of them
-// dial and re-subscribe for a swap at once. Without it, a process-wide
-// limiter of DefaultSwapConcurrency is used.
+// WithSwapLimiter shares l among connections: at most l's window of them
+// dial for a swap at once. Without it, a process-wide adaptive limiter
+// (NewAdaptiveSwapLimiter(DefaultSwapConcurrency, DefaultSwapDialTarget))
+// is used.
 func WithSwapLimiter(l *SwapLimiter) Option {
 	return func(c *config) { c.limiter = l }
 }

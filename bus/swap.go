@@ -11,34 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// SwapLimiter bounds how many connections of one process dial for a swap
-// at the same time. Share one among all the
-// connections of a process (WithSwapLimiter); the waits of a swap (grace,
-// drain) are not counted, only the work that costs the servers a
-// handshake.
-type SwapLimiter struct{ sem chan struct{} }
-
-// NewSwapLimiter allows n swaps to dial at once (n < 1 means 1).
-func NewSwapLimiter(n int) *SwapLimiter {
-	if n < 1 {
-		n = 1
-	}
-	return &SwapLimiter{sem: make(chan struct{}, n)}
-}
-
-var defaultLimiter = NewSwapLimiter(DefaultSwapConcurrency)
-
-func (l *SwapLimiter) acquire(ctx context.Context) error {
-	select {
-	case l.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (l *SwapLimiter) release() { <-l.sem }
-
 // SwapReport describes one swap. Messages a plain subscription received
 // between Subscribed and End may have been delivered twice.
 type SwapReport struct {
@@ -87,22 +59,21 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 		return rep, fmt.Errorf("bus: swap: %w", err)
 	}
 	rep.Acquired = time.Now()
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			c.cfg.limiter.release()
-		}
-	}
-	defer release()
-
 	nl := c.newLink()
-	if err := nl.connect(ctx, c.pinned(fromURL, fromAddr), false); err != nil {
+	err = nl.connect(ctx, c.pinned(fromURL, fromAddr), false)
+	dialed := time.Now()
+	// The slot covers the handshake, the costly part, and nothing after.
+	// A dial cut short by Close says nothing about the servers.
+	if ctx.Err() != nil {
+		c.cfg.limiter.release(0, true)
+	} else {
+		c.cfg.limiter.release(dialed.Sub(rep.Acquired), err == nil)
+	}
+	if err != nil {
 		return rep, fmt.Errorf("bus: swap: connect: %w", err)
 	}
+	rep.Dialed = dialed
 	nnc := nl.conn()
-	rep.Dialed = time.Now()
-	release() // the handshake was the costly part
 	abort := func(err error) (SwapReport, error) {
 		c.mu.Lock()
 		c.removeLinkLocked(nl)
@@ -157,15 +128,17 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 		t.Stop()
 		return abort(fmt.Errorf("bus: swap: %w", ctx.Err()))
 	}
-	// Flush before and after switching so that one publisher's messages
-	// leave in order: the old connection's are processed before the new
-	// connection's.
+	// Stop the old subscriptions and flush, one round trip for two ends:
+	// once the server answers, it has processed every message published
+	// on the old connection, so that one publisher's messages stay in
+	// order across the switch, and the UNSUBs, so that nothing more comes
+	// to the old subscriptions and what came is pending.
+	subs := c.unsubscribe(old)
 	_ = onc.FlushTimeout(c.cfg.dialTimeout)
 	c.active.Store(nl)
 	old.retired.Store(true)
-	_ = onc.FlushTimeout(c.cfg.dialTimeout)
 	rep.Switched = time.Now()
-	c.retire(ctx, old)
+	c.retire(ctx, old, subs)
 	rep.End = time.Now()
 	rep.OverlapDeliveries = c.stats.overlap.Load() - overlapBefore
 	return rep, nil
@@ -199,18 +172,9 @@ func (c *Conn) removeLinkLocked(l *link) {
 	}
 }
 
-// retire drains a link publishing has left: it waits for its requests,
-// stops its subscriptions, lets their pending messages be handled and
-// closes it. It does not use nats.go's Drain, which polls every 100 ms.
-func (c *Conn) retire(ctx context.Context, old *link) {
-	onc := old.conn()
-	deadline := time.Now().Add(c.cfg.drainTimeout)
-	wait := func(done func() bool) {
-		for !done() && time.Now().Before(deadline) && ctx.Err() == nil {
-			time.Sleep(time.Millisecond)
-		}
-	}
-	wait(func() bool { return old.inflight.Load() <= 0 })
+// unsubscribe takes the link out of the Conn and sends the UNSUB of each
+// of its subscriptions; messages already received are still delivered.
+func (c *Conn) unsubscribe(old *link) []*nats.Subscription {
 	c.mu.Lock()
 	c.removeLinkLocked(old)
 	var subs []*nats.Subscription
@@ -223,20 +187,36 @@ func (c *Conn) retire(ctx context.Context, old *link) {
 	for _, ns := range subs {
 		_ = ns.Drain() // UNSUB now; pending messages are still delivered
 	}
-	// Once the server answers, it has processed the UNSUBs: nothing more
-	// comes, and what came is pending.
-	_ = onc.FlushTimeout(c.cfg.dialTimeout)
-	wait(func() bool {
-		for _, ns := range subs {
-			if n, _, err := ns.Pending(); err == nil && n > 0 {
-				return false
-			}
-		}
-		return old.handling.Load() == 0
-	})
+	return subs
+}
+
+// retire closes a link that publishing has left and whose subscriptions
+// the server has stopped: it waits for its requests and for the handlers
+// of what is pending, then closes it. Close writes out what the handlers
+// sent (replies) before it closes the socket, and the server processes
+// it all before it sees the end. It does not use nats.go's Drain, which
+// polls every 100 ms.
+func (c *Conn) retire(ctx context.Context, old *link, subs []*nats.Subscription) {
+	deadline := time.Now().Add(c.cfg.drainTimeout)
+	for !c.retired(old, subs) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
 	old.quiet.Store(true)
-	_ = onc.FlushTimeout(c.cfg.dialTimeout) // replies the handlers sent
-	onc.Close()
+	old.conn().Close()
+}
+
+// retired says whether a link has no request in flight, no message
+// pending and no handler running.
+func (c *Conn) retired(old *link, subs []*nats.Subscription) bool {
+	if old.inflight.Load() > 0 || old.handling.Load() > 0 {
+		return false
+	}
+	for _, ns := range subs {
+		if n, _, err := ns.Pending(); err == nil && n > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Conn) onSwapDone(ev swapDone, schedule func(time.Duration)) {

@@ -1,0 +1,146 @@
+package bus
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// SwapLimiter bounds how many connections of one process dial for a swap
+// at the same time. Share one among all the connections of a process
+// (WithSwapLimiter). A slot covers the dial and its handshake only, the
+// work that costs the servers; the waits of a swap (grace, drain) hold
+// none.
+//
+// A fixed limiter (NewSwapLimiter) allows a set number of dials. An
+// adaptive one (NewAdaptiveSwapLimiter, the default) sets its window by
+// additive increase and multiplicative decrease on the dials' latency:
+// on an idle server more dials at once only queue, but on a server busy
+// delivering messages each handshake gets a share of the CPU, so the
+// number of handshakes at once sets the pace (measured: 1,000 handshakes
+// under 200k deliveries/s took 11 s 8 at a time, 2.1 s 64 at a time,
+// 1.2 s 256 at a time).
+type SwapLimiter struct {
+	mu       sync.Mutex
+	window   float64 // dials allowed at once
+	inflight int
+	waiters  []chan struct{} // first come, first served
+
+	adaptive  bool
+	initial   float64
+	max       float64
+	threshold float64 // above it the window grows by 1/window a dial, below by 1
+	target    time.Duration
+	lastCut   time.Time
+}
+
+// Bounds of an adaptive limiter's window.
+const (
+	minSwapWindow = 4
+	maxSwapWindow = 1024
+)
+
+// NewSwapLimiter allows n swaps to dial at once (n < 1 means 1).
+func NewSwapLimiter(n int) *SwapLimiter {
+	return &SwapLimiter{window: float64(max(n, 1))}
+}
+
+// NewAdaptiveSwapLimiter starts by allowing n swaps to dial at once (n <
+// 1 means DefaultSwapConcurrency). Each dial that takes less than target
+// widens the window, by one (doubling it every round of dials) until it
+// was last cut, then by about one a round; a slower or failed dial halves
+// it, at most once a round. The window stays within [4, 1024] and starts
+// again from n whenever no swap is waiting or dialing. target ≤ 0 means
+// DefaultSwapDialTarget.
+func NewAdaptiveSwapLimiter(n int, target time.Duration) *SwapLimiter {
+	if n < 1 {
+		n = DefaultSwapConcurrency
+	}
+	if target <= 0 {
+		target = DefaultSwapDialTarget
+	}
+	w := min(max(float64(n), minSwapWindow), maxSwapWindow)
+	return &SwapLimiter{
+		window: w, adaptive: true, initial: w, max: maxSwapWindow,
+		threshold: maxSwapWindow, target: target,
+	}
+}
+
+var defaultLimiter = NewAdaptiveSwapLimiter(DefaultSwapConcurrency, DefaultSwapDialTarget)
+
+// Window is how many swaps may dial at once now.
+func (l *SwapLimiter) Window() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int(l.window)
+}
+
+func (l *SwapLimiter) acquire(ctx context.Context) error {
+	l.mu.Lock()
+	if len(l.waiters) == 0 && float64(l.inflight) < l.window {
+		l.inflight++
+		l.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	l.waiters = append(l.waiters, ch)
+	l.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		for i, w := range l.waiters {
+			if w == ch {
+				l.waiters = append(l.waiters[:i:i], l.waiters[i+1:]...)
+				l.mu.Unlock()
+				return ctx.Err()
+			}
+		}
+		l.mu.Unlock()
+		l.release(0, true) // granted meanwhile: hand the slot on
+		return ctx.Err()
+	}
+}
+
+// release frees a slot. took is how long the dial took, zero when no dial
+// was made; ok says whether it succeeded.
+func (l *SwapLimiter) release(took time.Duration, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inflight--
+	if l.adaptive {
+		l.adapt(time.Now(), took, ok)
+	}
+	for len(l.waiters) > 0 && float64(l.inflight) < l.window {
+		close(l.waiters[0])
+		l.waiters = l.waiters[1:]
+		l.inflight++
+	}
+}
+
+// adapt is the AIMD step for one dial. l.mu is held.
+func (l *SwapLimiter) adapt(now time.Time, took time.Duration, ok bool) {
+	if l.inflight == 0 && len(l.waiters) == 0 {
+		// Idle: the next burst meets other load; start it afresh rather
+		// than at a window that was right for this one.
+		l.window, l.threshold, l.lastCut = l.initial, l.max, time.Time{}
+		return
+	}
+	switch {
+	case took == 0 && ok:
+	case !ok || took > l.target:
+		// The dials that finish within one dial time of a cut started
+		// before it: they tell nothing new.
+		if now.Sub(l.lastCut) > took {
+			l.window = max(l.window/2, minSwapWindow)
+			l.threshold, l.lastCut = l.window, now
+		}
+	case len(l.waiters) == 0 && float64(l.inflight+1) < l.window:
+		// The window was not full: nothing says a wider one would do.
+	case l.window < l.threshold:
+		l.window = min(l.window+1, l.max)
+	default:
+		l.window = min(l.window+1/l.window, l.max)
+	}
+}
