@@ -28,7 +28,11 @@
 // StrategyReconnect calls ForceReconnect after a random delay inside the
 // spread window, StrategySwap dials a second connection to the same
 // server, moves the subscriptions and drains the old one
-// (make-before-break). A connection that is not connected when new
+// (make-before-break). When the same server cannot be had (it takes no
+// new connections, or a load balancer picked another), the swap goes to
+// another server and keeps both connections subscribed for the longer
+// cross-server grace. The swaps of one process dial through a shared,
+// adaptive SwapLimiter. A connection that is not connected when new
 // material lands retries with it at once, whatever the strategy.
 //
 // The swap promise: no message is lost by any subscription made through
