@@ -180,6 +180,26 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 		rep.Phases = append(rep.Phases, phase("drill: "+sp.name, sp.start, sp.end, true, sp.observed))
 	}
 	if rot := res.Rotation; rot != nil {
+		rep.Phases = append(rep.Phases, report.RotationPhases(rot)...)
+		rep.Waves = report.RotationWaves(rot)
+		rep.Proof, rep.OldCertRejected = report.RotationProof(rot)
+		if rep.Proof != nil {
+			// Say, per server, whether it presents its renewed leaf.
+			for i, p := range rot.Proof {
+				sp := &rep.Proof.Servers[i]
+				sp.Detail += fmt.Sprintf("; server presents %s (%s; started with %s)", short(p.New.ServerCertSHA256),
+					map[bool]string{true: "renewed", false: "NOT renewed"}[d.renewed(p)], short(d.setup.serverCerts[p.Server]))
+			}
+		}
+		rep.Budget = report.RotationBudget(rot)
+	}
+	for _, sp := range d.phases {
+		if sp.name == "steady after" || sp.name == "drain" {
+			continue
+		}
+		rep.Phases = append(rep.Phases, phase("drill: "+sp.name, sp.start, sp.end, true, sp.observed))
+	}
+	if rot := res.Rotation; rot != nil {
 		for _, p := range rot.Phases {
 			obs := p.Observed
 			if p.Error != "" {

@@ -106,6 +106,8 @@ type Budget struct {
 	WorstCaseMS int64 `json:"worst_case_ms"`
 	ActualMS    int64 `json:"actual_ms"`
 	// SLAMS is the SLA the plan was checked against, 0 if none.
+	// Fits: the actual time is within the SLA, or without one within the
+	// prediction.
 	SLAMS int64 `json:"sla_ms,omitempty"`
 	Fits  bool  `json:"fits"`
 }

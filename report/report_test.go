@@ -9,8 +9,10 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/natscert/natscert/report"
+	"github.com/natscert/natscert/rotation"
 )
 
 func TestWriteFilesRoundTrip(t *testing.T) {
@@ -195,5 +197,34 @@ func TestVerdict(t *testing.T) {
 	r.Broken = []string{"1 request lost"}
 	if v := r.Verdict(); v.OK || v.Headline != "Promise broken: 1 request lost" {
 		t.Errorf("OK with a broken promise: %+v", v)
+	}
+}
+
+func TestFromRotationPinnedProofCountsAsRejected(t *testing.T) {
+	start := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	res := &rotation.Result{
+		Plan: "leaves", Start: start, End: start.Add(time.Minute), OK: true, Outcome: "completed",
+		Phases: []rotation.PhaseRecord{
+			{Name: rotation.PhaseWaves, Start: start, End: start.Add(20 * time.Second), OK: true, Observed: "gated"},
+			{Name: "revoke", Start: start.Add(20 * time.Second), End: start.Add(21 * time.Second), Error: "straggler"},
+		},
+		Proof: []rotation.ServerProof{
+			{Server: "n1", OK: true, Old: rotation.ProbeResult{Outcome: rotation.ClosedAfterHandshake}, New: rotation.ProbeResult{Outcome: rotation.Accepted}},
+			{Server: "n2", OK: true, Old: rotation.ProbeResult{Outcome: rotation.RejectedHandshake}, New: rotation.ProbeResult{Outcome: rotation.Accepted}},
+		},
+	}
+	r := report.FromRotation(res)
+	if !r.OldCertRejected || !r.Proof.OK {
+		t.Fatalf("old rejected %v, proof ok %v; want both true", r.OldCertRejected, r.Proof.OK)
+	}
+	if len(r.Phases) != 2 || r.Phases[1].Observed != "straggler" {
+		t.Fatalf("phases %+v: want the failed phase's error as observed", r.Phases)
+	}
+	if r.Budget.ActualMS != 20000 {
+		t.Fatalf("budget actual %d ms, want the waves phase, 20000", r.Budget.ActualMS)
+	}
+	res.Proof[0].Old.Outcome = rotation.Accepted
+	if _, rejected := report.RotationProof(res); rejected {
+		t.Fatal("an accepted old probe counted as rejected")
 	}
 }

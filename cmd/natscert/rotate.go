@@ -318,49 +318,9 @@ func rotationExitCode(err error) int {
 
 // rotationReport converts a rotation result into the shared report model.
 func rotationReport(p *rotation.Plan, res *rotation.Result) *report.Report {
-	r := &report.Report{
-		Kind: "rotation", Title: "Rotation " + res.Plan,
-		StartedAt: res.Start, FinishedAt: res.End, OK: res.OK,
-		Setup: map[string]any{"servers": len(p.Servers), "workloads": len(p.Workloads), "outcome": res.Outcome},
-	}
-	if res.Error != "" {
-		r.Broken = append(r.Broken, res.Error)
-	}
-	for _, ph := range res.Phases {
-		obs := ph.Observed
-		if ph.Error != "" {
-			obs = ph.Error
-		}
-		r.Phases = append(r.Phases, report.Phase{Name: ph.Name, Start: ph.Start, End: ph.End,
-			DurationMS: ph.End.Sub(ph.Start).Milliseconds(), OK: ph.OK, Observed: obs})
-	}
-	for i, w := range res.Waves {
-		r.Waves = append(r.Waves, report.Wave{Index: i + 1, Workload: w.Workload, Members: w.Members,
-			Start: w.Start, End: w.End, DurationMS: w.End.Sub(w.Start).Milliseconds(), OK: w.OK, Gate: w.Gate})
-	}
-	for _, m := range res.Members {
-		r.Members = append(r.Members, report.Member{Name: m.Name, OldCertSHA256: m.OldCertSHA256,
-			NewCertSHA256: m.NewCertSHA256, OnNew: m.OnNew})
-	}
-	for _, s := range res.Samples {
-		r.Timeline = append(r.Timeline, report.Sample{T: s.At.Sub(res.Start).Milliseconds(), Old: s.Old, New: s.New, Unknown: s.Unknown})
-	}
-	b := res.Budget
-	r.Budget = &report.Budget{PredictedMS: b.Total.Milliseconds(), WorstCaseMS: b.WorstTotal.Milliseconds(),
-		ActualMS: res.End.Sub(res.Start).Milliseconds(), SLAMS: b.SLA.Milliseconds(), Fits: b.Fits}
-	if len(res.Proof) > 0 {
-		pr := &report.Proof{OK: true}
-		r.OldCertRejected = true
-		for _, s := range res.Proof {
-			pr.OK = pr.OK && s.OK
-			oldRejected := s.Old.Outcome == rotation.RejectedHandshake
-			r.OldCertRejected = r.OldCertRejected && oldRejected
-			pr.Servers = append(pr.Servers, report.ServerProof{Server: s.Server, OldRejected: oldRejected,
-				NewAccepted: s.New.Outcome == rotation.Accepted, OldFingerprints: s.OldRemaining,
-				Detail: fmt.Sprintf("old: %s; new: %s", s.Old.Detail, s.New.Detail)})
-		}
-		r.Proof = pr
-	}
+	r := report.FromRotation(res)
+	r.Setup["servers"] = len(p.Servers)
+	r.Setup["workloads"] = len(p.Workloads)
 	return r
 }
 
