@@ -198,16 +198,17 @@ func (c *Conn) unsubscribe(old *link) []*nats.Subscription {
 // polls every 100 ms.
 func (c *Conn) retire(ctx context.Context, old *link, subs []*nats.Subscription) {
 	deadline := time.Now().Add(c.cfg.drainTimeout)
-	for !c.retired(old, subs) && time.Now().Before(deadline) && ctx.Err() == nil {
+	for !idle(old, subs) && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
 	old.quiet.Store(true)
 	old.conn().Close()
 }
 
-// retired says whether a link has no request in flight, no message
-// pending and no handler running.
-func (c *Conn) retired(old *link, subs []*nats.Subscription) bool {
+// idle says whether a link has no request in flight, no message pending
+// and no handler running. nats.go counts a message pending until its
+// handler has returned.
+func idle(old *link, subs []*nats.Subscription) bool {
 	if old.inflight.Load() > 0 || old.handling.Load() > 0 {
 		return false
 	}

@@ -19,7 +19,7 @@ type scenario struct {
 	rate, reqRate int
 	rounds        int
 	spread        time.Duration
-	limit         int
+	limit         int // swaps dialing at once; 0: an adaptive limiter of its own
 	strategy      Strategy
 	// balanced puts each member behind a load balancer of its own over
 	// the member servers, which gives every dial the next server in turn:
@@ -75,7 +75,10 @@ func runScenario(t *testing.T, sc scenario) outcome {
 		reports = append(reports, r)
 		rmu.Unlock()
 	}
-	limiter := NewSwapLimiter(max(sc.limit, 1))
+	limiter := NewAdaptiveSwapLimiter(DefaultSwapConcurrency, 0)
+	if sc.limit > 0 {
+		limiter = NewSwapLimiter(sc.limit)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	members := make([]*member, sc.members)
@@ -218,7 +221,7 @@ func TestLoadSwap(t *testing.T) {
 		t.Skip("NATSCERT_LOAD=1 runs load tests")
 	}
 	out := runScenario(t, scenario{servers: 3, members: 500, memberServers: []int{0, 1, 2}, pubServer: 0,
-		rate: 1000, reqRate: 100, rounds: 2, spread: time.Second, limit: 16})
+		rate: 1000, reqRate: 100, rounds: 2, spread: time.Second})
 	t.Log(out)
 	if out.lost != 0 || out.reqFail != 0 || out.swaps != 1000 {
 		t.Fatal(out)
