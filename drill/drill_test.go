@@ -69,8 +69,13 @@ func TestDrillSwapLosesNothing(t *testing.T) {
 		t.Error("the summary does not say the server certificates were renewed")
 	}
 	var inReport bool
+	seen := map[string]bool{}
 	for _, ph := range res.Report.Phases {
 		inReport = inReport || ph.Name == rotation.PhaseServerCerts && ph.OK
+		if seen[ph.Name] {
+			t.Errorf("phase %q is in the report twice", ph.Name)
+		}
+		seen[ph.Name] = true
 	}
 	if !inReport {
 		t.Error("the report has no server_certs phase")

@@ -195,59 +195,6 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 	}
 	for _, sp := range d.phases {
 		if sp.name == "steady after" || sp.name == "drain" {
-			continue
-		}
-		rep.Phases = append(rep.Phases, phase("drill: "+sp.name, sp.start, sp.end, true, sp.observed))
-	}
-	if rot := res.Rotation; rot != nil {
-		for _, p := range rot.Phases {
-			obs := p.Observed
-			if p.Error != "" {
-				obs = p.Error
-			}
-			rep.Phases = append(rep.Phases, phase(p.Name, p.Start, p.End, p.OK, obs))
-		}
-		for _, w := range rot.Waves {
-			rep.Waves = append(rep.Waves, report.Wave{
-				Index: w.Index, Workload: w.Workload, Members: w.Members,
-				Start: w.Start, End: w.End, DurationMS: w.End.Sub(w.Start).Milliseconds(), OK: w.OK, Gate: w.Gate,
-			})
-		}
-		if len(rot.Proof) > 0 {
-			pr := &report.Proof{OK: true}
-			for _, p := range rot.Proof {
-				sp := report.ServerProof{
-					Server:          p.Server,
-					OldRejected:     p.Old.Outcome == rotation.RejectedHandshake,
-					NewAccepted:     p.New.Outcome == rotation.Accepted,
-					OldFingerprints: p.OldRemaining,
-					Detail: fmt.Sprintf("old: %s %s; new: %s; server presents %s (%s; started with %s)",
-						p.Old.Outcome, p.Old.Detail, p.New.Outcome, short(p.New.ServerCertSHA256),
-						map[bool]string{true: "renewed", false: "NOT renewed"}[d.renewed(p)], short(d.setup.serverCerts[p.Server])),
-				}
-				pr.OK = pr.OK && p.OK
-				pr.Servers = append(pr.Servers, sp)
-			}
-			rep.Proof = pr
-			rep.OldCertRejected = true
-			for _, s := range pr.Servers {
-				rep.OldCertRejected = rep.OldCertRejected && s.OldRejected
-			}
-		}
-		rep.Budget = &report.Budget{
-			PredictedMS: rot.Budget.Total.Milliseconds(),
-			WorstCaseMS: rot.Budget.WorstTotal.Milliseconds(),
-			SLAMS:       rot.Budget.SLA.Milliseconds(),
-		}
-		for _, p := range rot.Phases {
-			if p.Name == rotation.PhaseWaves {
-				rep.Budget.ActualMS = p.End.Sub(p.Start).Milliseconds()
-			}
-		}
-		rep.Budget.Fits = rep.Budget.ActualMS <= rep.Budget.PredictedMS
-	}
-	for _, sp := range d.phases {
-		if sp.name == "steady after" || sp.name == "drain" {
 			rep.Phases = append(rep.Phases, phase("drill: "+sp.name, sp.start, sp.end, true, sp.observed))
 		}
 	}
