@@ -14,24 +14,24 @@ import (
 //
 // A fixed limiter (NewSwapLimiter) allows a set number of dials. An
 // adaptive one (NewAdaptiveSwapLimiter, the default) sets its window by
-// additive increase and multiplicative decrease on the dials' latency:
-// on an idle server more dials at once only queue, but on a server busy
-// delivering messages each handshake gets a share of the CPU, so the
-// number of handshakes at once sets the pace (measured: 1,000 handshakes
-// under 200k deliveries/s took 11 s 8 at a time, 2.1 s 64 at a time,
-// 1.2 s 256 at a time).
+// the dials' times: on an idle server more dials at once only queue, but
+// on a server busy delivering messages each handshake gets a share of
+// the CPU, so the number of handshakes at once sets the pace (measured:
+// 1,000 handshakes under 200k deliveries/s took 11 s 8 at a time, 2.1 s
+// 64 at a time, 1.2 s 256 at a time).
 type SwapLimiter struct {
 	mu       sync.Mutex
 	window   float64 // dials allowed at once
 	inflight int
 	waiters  []chan struct{} // first come, first served
 
-	adaptive  bool
-	initial   float64
-	max       float64
-	threshold float64 // above it the window grows by 1/window a dial, below by 1
-	target    time.Duration
-	lastCut   time.Time
+	adaptive bool
+	initial  float64
+	target   time.Duration
+	// Of the current burst (reset when idle):
+	fastest time.Duration
+	avg     time.Duration // moving average, each dial weighing 1/8
+	lastCut time.Time
 }
 
 // Bounds of an adaptive limiter's window.
@@ -46,12 +46,15 @@ func NewSwapLimiter(n int) *SwapLimiter {
 }
 
 // NewAdaptiveSwapLimiter starts by allowing n swaps to dial at once (n <
-// 1 means DefaultSwapConcurrency). Each dial that takes less than target
-// widens the window, by one (doubling it every round of dials) until it
-// was last cut, then by about one a round; a slower or failed dial halves
-// it, at most once a round. The window stays within [4, 1024] and starts
-// again from n whenever no swap is waiting or dialing. target ≤ 0 means
-// DefaultSwapDialTarget.
+// 1 means DefaultSwapConcurrency) and adapts to the average dial time of
+// the burst. Slow is above target and above twice the burst's fastest
+// dial: when every dial is slow, however few at once, the servers are
+// busy with other work and fewer dials would only go slower. While dials
+// are well under slow and swaps wait, each dial widens the window by one
+// (doubling it every round of dials); when they are slow it shrinks by a
+// quarter, by half after a failed dial, at most once a round. The window
+// stays within [4, 1024] and starts again from n whenever no swap is
+// waiting or dialing. target ≤ 0 means DefaultSwapDialTarget.
 func NewAdaptiveSwapLimiter(n int, target time.Duration) *SwapLimiter {
 	if n < 1 {
 		n = DefaultSwapConcurrency
@@ -60,12 +63,8 @@ func NewAdaptiveSwapLimiter(n int, target time.Duration) *SwapLimiter {
 		target = DefaultSwapDialTarget
 	}
 	w := min(max(float64(n), minSwapWindow), maxSwapWindow)
-	return &SwapLimiter{
-		window: w, adaptive: true, initial: w, max: maxSwapWindow,
-		threshold: maxSwapWindow, target: target,
-	}
+	return &SwapLimiter{window: w, adaptive: true, initial: w, target: target}
 }
-
 var defaultLimiter = NewAdaptiveSwapLimiter(DefaultSwapConcurrency, DefaultSwapDialTarget)
 
 // Window is how many swaps may dial at once now.
@@ -119,28 +118,40 @@ func (l *SwapLimiter) release(took time.Duration, ok bool) {
 	}
 }
 
-// adapt is the AIMD step for one dial. l.mu is held.
+// adapt takes one dial's time into account. l.mu is held.
 func (l *SwapLimiter) adapt(now time.Time, took time.Duration, ok bool) {
 	if l.inflight == 0 && len(l.waiters) == 0 {
 		// Idle: the next burst meets other load; start it afresh rather
 		// than at a window that was right for this one.
-		l.window, l.threshold, l.lastCut = l.initial, l.max, time.Time{}
+		l.window, l.fastest, l.avg, l.lastCut = l.initial, 0, 0, time.Time{}
 		return
 	}
+	if took <= 0 {
+		return // no dial was made
+	}
+	if l.fastest == 0 || took < l.fastest {
+		l.fastest = took
+	}
+	if l.avg == 0 {
+		l.avg = took
+	} else {
+		l.avg += (took - l.avg) / 8
+	}
+	slow := max(l.target, 2*l.fastest)
 	switch {
-	case took == 0 && ok:
-	case !ok || took > l.target:
-		// The dials that finish within one dial time of a cut started
-		// before it: they tell nothing new.
-		if now.Sub(l.lastCut) > took {
-			l.window = max(l.window/2, minSwapWindow)
-			l.threshold, l.lastCut = l.window, now
+	case !ok || l.avg > slow:
+		// Dials that finish within one dial time of a cut started before
+		// it: they tell nothing new.
+		if now.Sub(l.lastCut) > l.avg {
+			f := 0.75
+			if !ok {
+				f = 0.5
+			}
+			l.window = max(l.window*f, minSwapWindow)
+			l.lastCut = now
 		}
-	case len(l.waiters) == 0 && float64(l.inflight+1) < l.window:
-		// The window was not full: nothing says a wider one would do.
-	case l.window < l.threshold:
-		l.window = min(l.window+1, l.max)
-	default:
-		l.window = min(l.window+1/l.window, l.max)
+	case l.avg < slow*3/4 && (len(l.waiters) > 0 || float64(l.inflight+1) >= l.window):
+		// Fast, and the window was full: a wider one may go faster.
+		l.window = min(l.window+1, maxSwapWindow)
 	}
 }
