@@ -65,6 +65,7 @@ func NewAdaptiveSwapLimiter(n int, target time.Duration) *SwapLimiter {
 	w := min(max(float64(n), minSwapWindow), maxSwapWindow)
 	return &SwapLimiter{window: w, adaptive: true, initial: w, target: target}
 }
+
 var defaultLimiter = NewAdaptiveSwapLimiter(DefaultSwapConcurrency, DefaultSwapDialTarget)
 
 // Window is how many swaps may dial at once now.
