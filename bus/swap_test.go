@@ -263,3 +263,17 @@ func TestSwapCrossServer(t *testing.T) {
 		t.Fatalf("servers verified against %v, want localhost for all 6", out.tlsNames)
 	}
 }
+
+// The cross-server path at scale: 300 members each behind its own
+// round-robin balancer, fan-out and requests flowing.
+func TestLoadSwapCrossServer(t *testing.T) {
+	if os.Getenv("NATSCERT_LOAD") != "1" {
+		t.Skip("NATSCERT_LOAD=1 runs load tests")
+	}
+	out := runScenario(t, scenario{servers: 3, dnsOnly: true, balanced: true, members: 300, pubServer: 0,
+		rate: 1000, reqRate: 100, rounds: 2, spread: time.Second})
+	t.Log(out)
+	if out.lost != 0 || out.reqFail != 0 || out.swaps != 600 || out.cross != 600 {
+		t.Fatal(out)
+	}
+}
