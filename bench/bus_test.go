@@ -300,7 +300,7 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 		pmu.Lock()
 		defer pmu.Unlock()
 		if nrep > 0 {
-			t.Logf("  swap phases, mean of %d: limiter %s, dial %s, subscribe+flush %s, grace+switch %s, drain %s", nrep,
+			t.Logf("  swap phases, mean of %d: limiter %s, dial %s, subscribe+flush %s, grace+unsubscribe+flush %s, drain %s", nrep,
 				(wait / time.Duration(nrep)).Round(time.Millisecond), (dial / time.Duration(nrep)).Round(time.Millisecond),
 				(sub / time.Duration(nrep)).Round(time.Millisecond), (overlap / time.Duration(nrep)).Round(time.Millisecond),
 				(retire / time.Duration(nrep)).Round(time.Millisecond))
