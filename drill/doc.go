@@ -54,7 +54,11 @@
 //
 // With Config.Processes the members are examples/worker processes (found
 // next to the natscert binary as natscert-worker, or built with go build
-// into the user cache directory). Workers report only how many messages
-// they received, so in that mode lost and duplicates are bounds, not exact
-// counts.
+// into the user cache directory), run with WORKER_REPORT: at exit each
+// writes the sequence numbers it received, the requests it answered and
+// its bus status (internal/workerreport), and the drill counts them as it
+// counts in-process members, over the same window, exactly. The window
+// opens once every worker's server has sent it a fan-out message. A worker
+// that died without its report is counted from its log instead (lost then
+// is a lower bound), and the report's loss_accounting says so.
 package drill

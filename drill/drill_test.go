@@ -3,6 +3,7 @@ package drill
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/natscert/natscert/internal/workerreport"
 	"github.com/natscert/natscert/rotation"
 )
 
@@ -119,7 +121,8 @@ func TestDrillRestartAndReconnect(t *testing.T) {
 }
 
 // Members as examples/worker processes: the drill builds the worker,
-// starts one process per member and counts what each reports at exit.
+// starts one process per member, and counts each member exactly from the
+// report its worker writes at exit, as it counts in-process members.
 func TestDrillProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs worker processes")
@@ -127,7 +130,7 @@ func TestDrillProcesses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	cfg := smallConfig(t, StrategySwap)
-	cfg.Clients, cfg.Servers, cfg.Waves, cfg.Processes = 4, 1, 2, true
+	cfg.Clients, cfg.Servers, cfg.Waves, cfg.Processes = 5, 2, 2, true
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -138,8 +141,24 @@ func TestDrillProcesses(t *testing.T) {
 	if !res.OK() {
 		t.Fatalf("drill not OK: %v", res.Report.Broken)
 	}
-	if res.Messages.Expected == 0 || res.Requests.Answered == 0 {
-		t.Fatalf("no traffic measured: %+v %+v", res.Messages, res.Requests)
+	if acct, _ := res.Report.Setup["loss_accounting"].(string); !strings.HasPrefix(acct, "exact:") || strings.Contains(acct, "without a report") {
+		t.Errorf("loss_accounting %q", acct)
+	}
+	mt := res.Messages
+	if mt.WindowFrom < 2 || mt.Published == 0 || mt.Expected != mt.Published*5 || mt.Lost != 0 || res.Requests.Answered == 0 {
+		t.Fatalf("messages %+v, requests %+v", mt, res.Requests)
+	}
+	for _, m := range res.Report.Members {
+		if !m.OnNew || m.ReconnectAttempts == 0 || m.Lost.Messages != 0 {
+			t.Errorf("%s: on new %v, %d reconnect attempts, %d lost", m.Name, m.OnNew, m.ReconnectAttempts, m.Lost.Messages)
+		}
+		r, err := workerreport.Read(filepath.Join(res.Dir, "members", m.Name, "worker-1.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Swaps == 0 || r.Status.Presented == nil || r.Status.Presented.CertSHA256 != m.NewCertSHA256 {
+			t.Errorf("%s: worker status %d swaps, presented %+v", m.Name, r.Status.Swaps, r.Status.Presented)
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/natscert/natscert/bus"
 	"github.com/natscert/natscert/internal/embedded"
+	"github.com/natscert/natscert/internal/seqledger"
 	"github.com/natscert/natscert/material"
 	"github.com/natscert/natscert/pki"
 )
@@ -39,7 +40,7 @@ type member struct {
 	answers   *answerBook
 	quiet     *slog.Logger
 
-	ledger ledger
+	ledger seqledger.Ledger
 
 	tlsFailures atomic.Int64 // TLS and authorization failures
 	answered    atomic.Int64 // requests this member replied to
@@ -53,10 +54,14 @@ type member struct {
 
 	// With Config.Processes the member is a worker process instead of a
 	// bus connection in this process.
-	pool         *workerPool
-	servers      []*embedded.Server // where a worker is looked for
-	proc         *workerProc
-	procReceived atomic.Int64 // fan-out deliveries the worker counted
+	pool    *workerPool
+	servers []*embedded.Server // where a worker is looked for
+	proc    *workerProc
+	runs    int // worker processes started, which numbers their reports
+	// Of the workers that left no report (they died): how many, and the
+	// fan-out deliveries their logs counted.
+	unreported         int
+	unreportedReceived int64
 }
 
 // newMember issues the member's old and new leaves and writes its current
@@ -156,8 +161,8 @@ func (m *member) start(ctx context.Context) error {
 }
 
 func (m *member) onFanout(msg *nats.Msg) {
-	if seq, ok := decodeSeq(msg.Data); ok {
-		m.ledger.record(seq)
+	if seq, ok := seqledger.Decode(msg.Data); ok {
+		m.ledger.Record(seq)
 	}
 }
 
@@ -170,10 +175,18 @@ func (m *member) onRequest(msg *nats.Msg) {
 }
 
 func (m *member) onFailure(f bus.Failure) {
-	switch f.Reason {
-	case bus.ReasonRejected, bus.ReasonServerCertificate, bus.ReasonAuthorization, bus.ReasonTLS:
+	if tlsOrAuth(f.Reason) {
 		m.tlsFailures.Add(1)
 	}
+}
+
+// tlsOrAuth says whether a failure counts as a TLS/auth failure.
+func tlsOrAuth(r bus.Reason) bool {
+	switch r {
+	case bus.ReasonRejected, bus.ReasonServerCertificate, bus.ReasonAuthorization, bus.ReasonTLS:
+		return true
+	}
+	return false
 }
 
 // restart stops the member as a process exit would (no drain: a killed

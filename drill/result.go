@@ -96,7 +96,7 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 		},
 	}
 	if cfg.Processes {
-		rep.Setup["loss_accounting"] = "counts reported by each worker at exit: lost = expected - received, duplicates = received - expected (a duplicate can hide a loss)"
+		rep.Setup["loss_accounting"] = d.processAccounting()
 	}
 	res.Report = rep
 
@@ -129,15 +129,16 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 	}
 	interval := cfg.publishInterval()
 	for _, m := range d.members {
-		t := m.ledger.count(from, to)
-		if cfg.Processes {
-			// A worker reports how many messages it received, not which:
-			// a duplicate can hide a loss, so these are bounds.
-			t = tally{Expected: t.Expected}
-			got := m.procReceived.Load()
-			t.Lost = max(0, t.Expected-got)
-			t.Duplicates = max(0, got-t.Expected)
-		}
+		t := m.ledger.Count(from, to)
+		m.mu.Lock()
+		// A worker that died logged how many messages it received, not
+		// which: at best they were all in the window and none a duplicate.
+		t.Lost = max(0, t.Lost-m.unreportedReceived)
+		// The gap: the longest stretch of the stream the member missed
+		// (resolution: one publish interval), or for a restart the time
+		// from stop to subscribed again, whichever is longer.
+		gap := max(time.Duration(t.LongestRun)*interval, m.restartGap)
+		m.mu.Unlock()
 		mt.Expected += t.Expected
 		mt.Lost += t.Lost
 		mt.Duplicates += t.Duplicates
@@ -145,13 +146,6 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 		if t.Lost > 0 {
 			mt.MembersWithLoss++
 		}
-		// The gap: the longest stretch of the stream the member missed
-		// (resolution: one publish interval), or for a restart the time
-		// from stop to subscribed again, whichever is longer.
-		gap := time.Duration(t.LongestRun) * interval
-		m.mu.Lock()
-		gap = max(gap, m.restartGap)
-		m.mu.Unlock()
 		rep.Members = append(rep.Members, report.Member{
 			Name:              m.name,
 			Server:            d.setup.cluster.Servers[m.idx%len(d.setup.cluster.Servers)].Name,
@@ -209,6 +203,26 @@ func (d *run) account(res *Result, from, to uint64, rotStart, rotEnd time.Time) 
 
 	rep.Broken = d.promises(res)
 	rep.OK = len(rep.Broken) == 0
+}
+
+// processAccounting says how the members' worker processes were counted:
+// exactly from their reports, unless some died without one.
+func (d *run) processAccounting() string {
+	const exact = "exact: a bitmap of sequence numbers per member, from the report each worker process writes at exit (WORKER_REPORT); TLS/auth failures and attempts from its bus status"
+	var runs, members int
+	for _, m := range d.members {
+		m.mu.Lock()
+		if m.unreported > 0 {
+			runs += m.unreported
+			members++
+		}
+		m.mu.Unlock()
+	}
+	if runs == 0 {
+		return exact
+	}
+	return fmt.Sprintf("%s; except %d worker process(es) of %d member(s) that died without a report: for those, lost is a lower bound "+
+		"from the count in their log (which messages is unknown), TLS/auth failures are from their log lines", exact, runs, members)
 }
 
 // String says how many servers were renewed, and which were not, as the

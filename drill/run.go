@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/natscert/natscert/pki"
 	"github.com/natscert/natscert/rotation"
 )
@@ -144,30 +146,15 @@ func (d *run) run(ctx context.Context, dir string) (*Result, error) {
 	defer stopTraffic()
 	var pubDone, reqDone sync.WaitGroup
 	var windowStart uint64
-	if cfg.Processes {
-		// Workers only count what they receive: the stream starts once
-		// every worker is subscribed (checked on its server) and the
-		// routes had time to spread the interest, and the window is the
-		// whole stream.
-		err = d.step("warm-up", func() (string, error) {
-			sleepCtx(ctx, 500*time.Millisecond)
-			windowStart = 1
-			d.windowOpen.Store(1)
-			return "every worker subscribed; the loss window is the whole stream", nil
-		})
-		pubDone.Add(1)
-		go func() { defer pubDone.Done(); d.pub.run(trafficCtx) }()
-	} else {
-		pubDone.Add(1)
-		go func() { defer pubDone.Done(); d.pub.run(trafficCtx) }()
-		err = d.step("warm-up", func() (string, error) {
-			if err := d.waitAllReceived(ctx, 15*time.Second); err != nil {
-				return "", err
-			}
-			windowStart = d.pub.last.Load() + 1
-			return fmt.Sprintf("every member receives the stream; loss window opens at message %d", windowStart), nil
-		})
-	}
+	pubDone.Add(1)
+	go func() { defer pubDone.Done(); d.pub.run(trafficCtx) }()
+	err = d.step("warm-up", func() (string, error) {
+		if err := d.waitAllReceived(ctx, 15*time.Second); err != nil {
+			return "", err
+		}
+		windowStart = d.pub.last.Load() + 1
+		return fmt.Sprintf("every member receives the stream; loss window opens at message %d", windowStart), nil
+	})
 	if err != nil {
 		stopTraffic()
 		pubDone.Wait()
@@ -234,13 +221,14 @@ func (d *run) run(ctx context.Context, dir string) (*Result, error) {
 	_ = d.step("drain", func() (string, error) {
 		reqDone.Wait()
 		if cfg.Processes {
-			// Workers report their counts when they stop, after their
-			// own drain.
+			// Workers report their ledgers when they stop, after their
+			// own drain; the second lets the last messages cross the
+			// routes first.
 			time.Sleep(time.Second)
 			for _, m := range d.members {
 				m.stop()
 			}
-			return "every worker stopped with SIGTERM and reported its count", nil
+			return "every worker stopped with SIGTERM and reported its ledger", nil
 		}
 		missing := d.waitAllReached(windowEnd, 5*time.Second)
 		if missing > 0 {
@@ -326,7 +314,7 @@ func (d *run) newSampler() *sampler {
 	received := func() int64 {
 		var n int64
 		for _, m := range d.members {
-			n += m.ledger.deliveries()
+			n += m.ledger.Deliveries()
 		}
 		return n
 	}
@@ -346,8 +334,8 @@ func (d *run) newSampler() *sampler {
 		lost: func() int64 {
 			var n int64
 			for _, m := range d.members {
-				if mx := m.ledger.max(); mx > 0 && d.pub != nil {
-					n += m.ledger.count(d.lossFrom(), mx).Lost
+				if mx := m.ledger.Max(); mx > 0 && d.pub != nil {
+					n += m.ledger.Count(d.lossFrom(), mx).Lost
 				}
 			}
 			return n
@@ -364,12 +352,7 @@ func (d *run) lossFrom() uint64 { return d.windowOpen.Load() }
 func (d *run) waitAllReceived(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		waiting := 0
-		for _, m := range d.members {
-			if m.ledger.max() == 0 {
-				waiting++
-			}
-		}
+		waiting := d.notReceiving()
 		if waiting == 0 {
 			d.windowOpen.Store(d.pub.last.Load() + 1)
 			return nil
@@ -383,6 +366,40 @@ func (d *run) waitAllReceived(ctx context.Context, timeout time.Duration) error 
 	}
 }
 
+// notReceiving counts the members that have received no fan-out message
+// yet. A worker process tells only at exit, so for workers the servers
+// tell instead: a message sent to the worker's connection. Until requests
+// start, fan-out messages are all the servers send the members.
+func (d *run) notReceiving() int {
+	var sent map[string]int64
+	if d.cfg.Processes {
+		sent = map[string]int64{}
+		for _, s := range d.setup.cluster.Servers {
+			if s.NATS == nil {
+				continue
+			}
+			cz, err := s.NATS.Connz(&server.ConnzOptions{Limit: 1 << 20})
+			if err != nil {
+				continue
+			}
+			for _, c := range cz.Conns {
+				sent[c.Name] += c.OutMsgs
+			}
+		}
+	}
+	n := 0
+	for _, m := range d.members {
+		got := m.ledger.Max() > 0
+		if d.cfg.Processes {
+			got = sent[m.name] > 0
+		}
+		if !got {
+			n++
+		}
+	}
+	return n
+}
+
 // waitAllReached waits until every member has received message last (or
 // timeout), and returns how many never did.
 func (d *run) waitAllReached(last uint64, timeout time.Duration) int {
@@ -390,7 +407,7 @@ func (d *run) waitAllReached(last uint64, timeout time.Duration) int {
 	for {
 		missing := 0
 		for _, m := range d.members {
-			if m.ledger.max() < last {
+			if m.ledger.Max() < last {
 				missing++
 			}
 		}

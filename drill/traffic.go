@@ -2,7 +2,6 @@ package drill
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/natscert/natscert/internal/seqledger"
 )
 
 // Subjects of the drill's traffic, as examples/worker names them for the
@@ -42,13 +43,12 @@ func (p *publisher) run(ctx context.Context) {
 	defer t.Stop()
 	start := time.Now()
 	var sent uint64
-	buf := make([]byte, 8)
+	buf := make([]byte, 0, 8)
 	for {
 		due := uint64(time.Since(start)/p.interval) + 1
 		for ; sent < due; sent++ {
 			seq := p.last.Load() + 1
-			binary.BigEndian.PutUint64(buf, seq)
-			if err := p.nc.Publish(fanoutSubject, buf); err != nil {
+			if err := p.nc.Publish(fanoutSubject, seqledger.Append(buf[:0], seq)); err != nil {
 				p.failed.Add(1)
 				continue
 			}
@@ -63,14 +63,6 @@ func (p *publisher) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
-}
-
-// decodeSeq reads a fan-out message's sequence number.
-func decodeSeq(data []byte) (uint64, bool) {
-	if len(data) < 8 {
-		return 0, false
-	}
-	return binary.BigEndian.Uint64(data), true
 }
 
 // requester sends requests to the members' queue group at a steady pace and

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/natscert/natscert/internal/workerreport"
 )
 
 // workerPackage is the worker the drill runs with Config.Processes.
@@ -36,6 +38,7 @@ type workerPool struct {
 // workerProc is one run of a worker process for one member.
 type workerProc struct {
 	cmd    *exec.Cmd
+	report string // where it writes its report at exit (WORKER_REPORT)
 	stderr *lockedBuffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // Wait's error, set before done is closed
@@ -143,21 +146,26 @@ func (d *run) startWorkers(ctx context.Context) error {
 	return d.waitSubscribed(ctx, 60*time.Second)
 }
 
-// startProcess starts the member's worker with the member's files. Restart
-// members run it start-up-loaded (WORKER_STATIC=1), as services do today.
+// startProcess starts the member's worker with the member's files, and a
+// report file of its own for each run. Restart members run it
+// start-up-loaded (WORKER_STATIC=1), as services do today.
 func (m *member) startProcess() error {
+	m.mu.Lock()
+	m.runs++
+	report := filepath.Join(m.dir, fmt.Sprintf("worker-%d.json", m.runs))
+	m.mu.Unlock()
 	cmd := exec.Command(m.pool.bin)
 	cmd.Env = append(os.Environ(),
 		"NATS_URL="+m.url, "NATS_TLS_CA="+m.rootsFile, "NATS_TLS_CERT="+m.certFile, "NATS_TLS_KEY="+m.keyFile,
 		"NATS_CLIENT_NAME="+m.name, "WORKER_PREFIX="+workerPrefix, "WORKER_PUBLISH_INTERVAL=0", "WORKER_LOG_LEVEL=info",
-		"NATSCERT_SPREAD="+m.spread.String(), "NATSCERT_RECHECK=2s",
+		"WORKER_REPORT="+report, "NATSCERT_SPREAD="+m.spread.String(), "NATSCERT_RECHECK=2s",
 	)
 	if m.strategy == StrategyRestart {
 		cmd.Env = append(cmd.Env, "WORKER_STATIC=1")
 	} else {
 		cmd.Env = append(cmd.Env, "NATSCERT_STRATEGY="+string(m.busStrategy()))
 	}
-	p := &workerProc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &workerProc{cmd: cmd, report: report, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("drill: start worker for %s: %w", m.name, err)
@@ -172,13 +180,8 @@ func (m *member) startProcess() error {
 	return nil
 }
 
-var (
-	fanoutReceived = regexp.MustCompile(`fanout_received=(\d+)`)
-	workerFailure  = regexp.MustCompile(`level=(WARN|ERROR).*(?i:tls|certificate|rejected|authori)`)
-)
-
 // stopProcess stops the member's worker with SIGTERM, as an orchestrator
-// does, waits for it, and adds what it counted to the member's record.
+// does, waits for it, and adds its report to the member's record.
 func (m *member) stopProcess() {
 	m.mu.Lock()
 	p := m.proc
@@ -194,12 +197,44 @@ func (m *member) stopProcess() {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-	log := p.stderr.String()
+	r, err := workerreport.Read(p.report)
+	if err != nil {
+		m.fromLog(p.stderr.String())
+		return
+	}
+	m.ledger.Merge(r.Fanout)
+	for _, id := range r.Answered {
+		m.answers.answered(id, m.idx)
+	}
+	m.answered.Add(int64(r.Handled))
+	for reason, n := range r.Status.Failures {
+		if tlsOrAuth(reason) {
+			m.tlsFailures.Add(int64(n))
+		}
+	}
+	m.mu.Lock()
+	m.attempts += r.Status.Attempts
+	m.mu.Unlock()
+}
+
+var (
+	fanoutReceived = regexp.MustCompile(`fanout_received=(\d+)`)
+	workerFailure  = regexp.MustCompile(`level=(WARN|ERROR).*(?i:tls|certificate|rejected|authori)`)
+)
+
+// fromLog is the fallback for a worker that died without its report: how
+// many fan-out messages it logged at exit (not which), TLS failures from
+// its log lines, and one connection attempt, the one that subscribed it.
+func (m *member) fromLog(log string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.unreported++
 	if mm := fanoutReceived.FindStringSubmatch(log); mm != nil {
 		n, _ := strconv.ParseInt(mm[1], 10, 64)
-		m.procReceived.Add(n)
+		m.unreportedReceived += n
 	}
 	m.tlsFailures.Add(int64(len(workerFailure.FindAllString(log, -1))))
+	m.attempts++
 }
 
 func (p *workerPool) stop() {
@@ -217,8 +252,8 @@ func (p *workerPool) stop() {
 }
 
 // waitSubscribed waits until every member's connection is on a server
-// with both subscriptions: worker processes report nothing, so the drill
-// reads the servers' view instead.
+// with both subscriptions: worker processes report only at exit, so the
+// drill reads the servers' view instead.
 func (d *run) waitSubscribed(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {

@@ -155,7 +155,7 @@ Examples:
 	f.IntVar(&cfg.Waves, "waves", drill.DefaultWaves, "waves the clients are moved in")
 	f.DurationVar(&cfg.Steady, "steady", drill.DefaultSteady, "traffic before and after the rotation")
 	f.DurationVar(&cfg.Pause, "pause", drill.DefaultPause, "pause between waves")
-	f.BoolVar(&cfg.Processes, "processes", false, "run clients as worker processes instead of goroutines")
+	f.BoolVar(&cfg.Processes, "processes", false, "run clients as worker processes instead of goroutines (each reports its exact ledger at exit)")
 	f.StringVar(&cfg.WorkerPath, "worker", "", "worker binary for --processes (default: next to natscert, or built into the user cache)")
 	f.Int64Var(&cfg.Seed, "seed", 1, "seed of the run's random choices (which clients share a wave)")
 	f.StringVar(&out, "out", ".", "directory for report.json and report.html")

@@ -15,9 +15,18 @@
 //	WORKER_PREFIX=worker       subjects: <prefix>.rpc (queue group <prefix>), <prefix>.fanout
 //	WORKER_PUBLISH_INTERVAL=1s how often to publish on <prefix>.fanout; 0 turns the publisher off
 //	WORKER_LOG_LEVEL=info      debug, info, warn, error
+//	WORKER_REPORT=path         at exit, write an accounting report (JSON) to path
 //
 // It logs with slog (text) to stderr and exits 0 on SIGTERM or SIGINT
 // after draining.
+//
+// With WORKER_REPORT the worker keeps accounts for the drill (natscert
+// drill --processes): it reads the 8-byte sequence number of every
+// <prefix>.fanout message into a ledger, notes the id of every request it
+// answers (a decimal payload), and after draining writes the received
+// sequence numbers as ranges, the counts, the ids and its connection's
+// Status (internal/workerreport). The drill then counts lost, duplicate
+// and out-of-order messages exactly, as it does for in-process members.
 package main
 
 import (
@@ -30,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,6 +47,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natscert/natscert/bus"
+	"github.com/natscert/natscert/internal/seqledger"
+	"github.com/natscert/natscert/internal/workerreport"
+	"github.com/natscert/natscert/pki"
 )
 
 // conn is what the worker needs of a connection, bus or plain.
@@ -45,6 +58,7 @@ type conn interface {
 	Subscribe(subj string, h nats.MsgHandler) error
 	QueueSubscribe(subj, queue string, h nats.MsgHandler) error
 	Drain(ctx context.Context) error
+	Status() bus.Status
 }
 
 func main() {
@@ -76,16 +90,25 @@ func run(logger *slog.Logger) error {
 		return err
 	}
 	name := envOr("NATS_CLIENT_NAME", "")
+	reportPath := os.Getenv("WORKER_REPORT")
+	var acct *accounts
+	if reportPath != "" {
+		acct = &accounts{}
+	}
 
 	var handled atomic.Uint64
 	if err := c.QueueSubscribe(prefix+".rpc", prefix, func(m *nats.Msg) {
 		n := handled.Add(1)
+		acct.answered(m.Data)
 		_ = m.Respond([]byte(fmt.Sprintf("%s %d %s", name, n, m.Data)))
 	}); err != nil {
 		return err
 	}
 	var fanned atomic.Uint64
-	if err := c.Subscribe(prefix+".fanout", func(*nats.Msg) { fanned.Add(1) }); err != nil {
+	if err := c.Subscribe(prefix+".fanout", func(m *nats.Msg) {
+		fanned.Add(1)
+		acct.fanout(m.Data)
+	}); err != nil {
 		return err
 	}
 	logger.Info("worker running", "prefix", prefix, "publish_interval", interval)
@@ -103,13 +126,61 @@ func run(logger *slog.Logger) error {
 			logger.Info("worker stopping", "handled", handled.Load(), "fanout_received", fanned.Load(), "published", seq)
 			dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			return c.Drain(dctx)
+			err := c.Drain(dctx)
+			if acct != nil {
+				// After the drain: what it delivered counts too.
+				r := acct.report(name, handled.Load(), c.Status())
+				if werr := workerreport.Write(reportPath, r); werr != nil {
+					err = errors.Join(err, fmt.Errorf("WORKER_REPORT: %w", werr))
+				}
+			}
+			return err
 		case <-tick:
 			seq++
 			if err := c.Publish(prefix+".fanout", []byte(fmt.Sprintf("%s %d", name, seq))); err != nil {
 				logger.Warn("publish failed", "err", err)
 			}
 		}
+	}
+}
+
+// accounts is what the worker keeps for WORKER_REPORT. A nil *accounts
+// keeps nothing, so the handlers need no mode switch.
+type accounts struct {
+	ledger     seqledger.Ledger
+	unnumbered atomic.Int64
+	mu         sync.Mutex
+	ids        []uint64 // requests answered
+}
+
+func (a *accounts) fanout(data []byte) {
+	if a == nil {
+		return
+	}
+	if seq, ok := seqledger.Decode(data); ok {
+		a.ledger.Record(seq)
+	} else {
+		a.unnumbered.Add(1)
+	}
+}
+
+func (a *accounts) answered(data []byte) {
+	if a == nil {
+		return
+	}
+	if id, err := strconv.ParseUint(string(data), 10, 64); err == nil {
+		a.mu.Lock()
+		a.ids = append(a.ids, id)
+		a.mu.Unlock()
+	}
+}
+
+func (a *accounts) report(name string, handled uint64, st bus.Status) workerreport.Report {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return workerreport.Report{
+		Name: name, Fanout: a.ledger.Snapshot(), Unnumbered: a.unnumbered.Load(),
+		Answered: append([]uint64{}, a.ids...), Handled: handled, Status: st,
 	}
 }
 
@@ -134,20 +205,26 @@ func connectBus(ctx context.Context, logger *slog.Logger) (conn, error) {
 	return busConn{c}, nil
 }
 
-// staticConn is today's code: material loaded once at start-up.
-type staticConn struct{ *nats.Conn }
+// staticConn is today's code: material loaded once at start-up. For the
+// report it counts what nats.go tells of its attempts.
+type staticConn struct {
+	*nats.Conn
+	presented    *pki.CertInfo
+	connects     atomic.Uint64
+	dialFailures atomic.Uint64 // reconnect attempts that found no server
+}
 
-func (s staticConn) Subscribe(subj string, h nats.MsgHandler) error {
+func (s *staticConn) Subscribe(subj string, h nats.MsgHandler) error {
 	_, err := s.Conn.Subscribe(subj, h)
 	return err
 }
 
-func (s staticConn) QueueSubscribe(subj, queue string, h nats.MsgHandler) error {
+func (s *staticConn) QueueSubscribe(subj, queue string, h nats.MsgHandler) error {
 	_, err := s.Conn.QueueSubscribe(subj, queue, h)
 	return err
 }
 
-func (s staticConn) Drain(ctx context.Context) error {
+func (s *staticConn) Drain(ctx context.Context) error {
 	closed := make(chan struct{})
 	s.Conn.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := s.Conn.Drain(); err != nil {
@@ -162,8 +239,33 @@ func (s staticConn) Drain(ctx context.Context) error {
 	}
 }
 
+// Status is the part of bus's Status nats.go can tell. nats.go counts a
+// reconnect attempt once it has a TCP connection (Stats().Reconnects) and
+// hands a failed dial to ReconnectErrHandler, but gives no reason when a
+// handshake or CONNECT fails after that: those count under ReasonConnect.
+func (s *staticConn) Status() bus.Status {
+	st := bus.Status{
+		Name: s.Opts.Name, Connected: s.IsConnected(), Strategy: "static", Presented: s.presented,
+		Connects: s.connects.Load(), Attempts: 1 + s.Stats().Reconnects + s.dialFailures.Load(),
+	}
+	if st.Connected {
+		st.Server, st.ServerID, st.ServerName = s.ConnectedUrlRedacted(), s.ConnectedServerId(), s.ConnectedServerName()
+	}
+	st.Reconnects = st.Connects - 1
+	st.FailedAttempts = st.Attempts - st.Connects
+	st.Failures = map[bus.Reason]uint64{}
+	if n := s.dialFailures.Load(); n > 0 {
+		st.Failures[bus.ReasonDial] = n
+	}
+	if n := st.FailedAttempts - s.dialFailures.Load(); n > 0 {
+		st.Failures[bus.ReasonConnect] = n
+	}
+	return st
+}
+
 func connectStatic(logger *slog.Logger) (conn, error) {
 	url := envOr("NATS_URL", nats.DefaultURL)
+	s := &staticConn{}
 	opts := []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(2 * time.Second),
@@ -171,7 +273,12 @@ func connectStatic(logger *slog.Logger) (conn, error) {
 			logger.Warn("disconnected from nats", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.connects.Add(1)
 			logger.Info("reconnected to nats", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.dialFailures.Add(1)
+			logger.Warn("nats reconnect failed", "err", err)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			logger.Warn("nats error", "err", err)
@@ -187,6 +294,8 @@ func connectStatic(logger *slog.Logger) (conn, error) {
 			return nil, err
 		}
 		cfg.Certificates = []tls.Certificate{cert}
+		info := pki.Describe(cert.Leaf)
+		s.presented = &info
 		if caFile := os.Getenv("NATS_TLS_CA"); caFile != "" {
 			pem, err := os.ReadFile(caFile)
 			if err != nil {
@@ -203,8 +312,10 @@ func connectStatic(logger *slog.Logger) (conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.Conn = nc
+	s.connects.Add(1)
 	logger.Info("connected to nats", "server", nc.ConnectedUrlRedacted(), "static", true)
-	return staticConn{nc}, nil
+	return s, nil
 }
 
 func envOr(k, def string) string {
