@@ -83,7 +83,7 @@ type FileSource struct {
 	cfg   fileConfig
 	name  string
 	hub   *hub
-	cur   atomic.Pointer[set]
+	cur   atomic.Pointer[served]
 
 	subMu   sync.Mutex
 	subs    map[uint64]func(Event)
@@ -107,7 +107,10 @@ type FileSource struct {
 	lastReason string
 }
 
-var _ Source = (*FileSource)(nil)
+var (
+	_ Source    = (*FileSource)(nil)
+	_ Currenter = (*FileSource)(nil)
+)
 
 // NewFileSource reads, validates and serves the files, then watches them
 // until Close. The first load must succeed, else NewFileSource returns its
@@ -193,10 +196,10 @@ func NewFileSource(ctx context.Context, files Files, opts ...FileOption) (*FileS
 // when the source has no certificate file.
 func (s *FileSource) Cert() (tls.Certificate, error) {
 	cur := s.cur.Load()
-	if cur == nil || !cur.hasCert {
+	if cur == nil || len(cur.Cert.Certificate) == 0 {
 		return tls.Certificate{}, ErrNoCertificate
 	}
-	return cur.cert, nil
+	return cur.Cert, nil
 }
 
 // RootCAs returns the roots of the set served now; nil (the system roots)
@@ -206,7 +209,7 @@ func (s *FileSource) RootCAs() (*x509.CertPool, error) {
 	if cur == nil {
 		return nil, nil
 	}
-	return cur.roots, nil
+	return cur.Roots, nil
 }
 
 // Snapshot describes the set served now.
@@ -215,7 +218,17 @@ func (s *FileSource) Snapshot() Snapshot {
 	if cur == nil {
 		return Snapshot{}
 	}
-	return cur.snap
+	return cur.Snapshot
+}
+
+// Current returns the set served now, from one read of the same pointer
+// Cert, RootCAs and Snapshot read.
+func (s *FileSource) Current() Set {
+	cur := s.cur.Load()
+	if cur == nil {
+		return Set{}
+	}
+	return cur.Set
 }
 
 // Subscribe calls fn for every later outcome until cancel is called.
@@ -387,13 +400,13 @@ func (s *FileSource) load(trigger string) Event {
 			break
 		}
 		next.sum = c.hash()
-		next.snap.LoadedAt = now
-		next.snap.Generation = 1
+		next.Snapshot.LoadedAt = now
+		next.Snapshot.Generation = 1
 		if cur != nil {
-			next.snap.Generation = cur.snap.Generation + 1
+			next.Snapshot.Generation = cur.Snapshot.Generation + 1
 		}
-		next.snap.CertFile, next.snap.KeyFile = s.files.Cert, s.files.Key
-		next.snap.RootsFile, next.snap.IssuerFile = s.files.Roots, s.files.Issuer
+		next.Snapshot.CertFile, next.Snapshot.KeyFile = s.files.Cert, s.files.Key
+		next.Snapshot.RootsFile, next.Snapshot.IssuerFile = s.files.Roots, s.files.Issuer
 		s.cur.Store(next)
 		ev.Kind = EventLoaded
 	}
@@ -410,8 +423,8 @@ func (s *FileSource) load(trigger string) Event {
 		ev.Reason = trigger
 		s.lastErr, s.lastReason = nil, ""
 	}
-	if served := s.cur.Load(); served != nil {
-		ev.Snapshot = served.snap
+	if after := s.cur.Load(); after != nil {
+		ev.Snapshot = after.Snapshot
 	}
 	s.report(ev, trigger)
 	return ev

@@ -68,12 +68,13 @@ func FuzzValidate(f *testing.F) {
 		if fs.HasErrors() {
 			t.Fatalf("accepted with error findings: %v", fs)
 		}
-		if s.hasCert != (c.cert != nil || c.key != nil) {
-			t.Fatalf("hasCert %v for cert %v key %v", s.hasCert, c.cert != nil, c.key != nil)
+		hasCert := len(s.Cert.Certificate) > 0
+		if hasCert != (c.cert != nil || c.key != nil) {
+			t.Fatalf("hasCert %v for cert %v key %v", hasCert, c.cert != nil, c.key != nil)
 		}
-		if s.hasCert {
-			leaf := s.cert.Leaf
-			signer, ok := s.cert.PrivateKey.(crypto.Signer)
+		if hasCert {
+			leaf := s.Cert.Leaf
+			signer, ok := s.Cert.PrivateKey.(crypto.Signer)
 			if !ok || leaf == nil {
 				t.Fatal("accepted certificate without leaf or key")
 			}
@@ -83,13 +84,13 @@ func FuzzValidate(f *testing.F) {
 			if now.After(leaf.NotAfter.Add(time.Minute)) || now.Add(time.Minute).Before(leaf.NotBefore) {
 				t.Fatal("accepted a leaf outside its validity window")
 			}
-			if s.snap.Leaf == nil || s.snap.Leaf.CertSHA256 != pki.CertSHA256(leaf) {
+			if s.Snapshot.Leaf == nil || s.Snapshot.Leaf.CertSHA256 != pki.CertSHA256(leaf) {
 				t.Fatal("snapshot does not describe the served leaf")
 			}
 			if c.issuer != nil {
 				issuers, _ := pki.ParseCertificates(c.issuer)
 				inter := x509.NewCertPool()
-				for _, der := range s.cert.Certificate[1:] {
+				for _, der := range s.Cert.Certificate[1:] {
 					if ic, err := x509.ParseCertificate(der); err == nil {
 						inter.AddCert(ic)
 					}
@@ -99,10 +100,10 @@ func FuzzValidate(f *testing.F) {
 				}
 			}
 		}
-		if (s.roots != nil) != (c.roots != nil) {
+		if (s.Roots != nil) != (c.roots != nil) {
 			t.Fatal("roots pool presence differs from the roots file's")
 		}
-		for _, r := range s.snap.Roots {
+		for _, r := range s.Snapshot.Roots {
 			if !r.IsCA {
 				t.Fatal("accepted a roots bundle with a leaf")
 			}

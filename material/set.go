@@ -2,8 +2,6 @@ package material
 
 import (
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 
@@ -36,14 +34,12 @@ func (c contents) hash() [sha256.Size]byte {
 	return sum
 }
 
-// set is one validated, immutable set of material. It is never changed once
-// published, so Cert and RootCAs read it without a lock.
-type set struct {
-	cert    tls.Certificate // empty when no certificate is configured
-	hasCert bool
-	roots   *x509.CertPool // nil: the system roots
-	snap    Snapshot
-	sum     [sha256.Size]byte
+// served is one validated set as a FileSource serves it. It is never
+// changed once published, so Cert, RootCAs and Current read it without a
+// lock.
+type served struct {
+	Set
+	sum [sha256.Size]byte
 }
 
 // validate turns contents into a set, or explains why it cannot: the key
@@ -51,9 +47,9 @@ type set struct {
 // the role, its chain verifies against the issuer bundle when one is given,
 // and the roots and issuer bundles hold CAs inside their windows. The error
 // wraps pki.ErrInvalid; the findings include warnings of a valid set.
-func validate(c contents, o pki.CheckOptions) (*set, pki.Findings, error) {
+func validate(c contents, o pki.CheckOptions) (*served, pki.Findings, error) {
 	var fs pki.Findings
-	s := &set{sum: c.hash()}
+	s := &served{sum: c.hash()}
 	if c.issuer != nil {
 		issuers, ifs := pki.CheckBundle(c.issuer, "issuer", o)
 		fs = append(fs, ifs...)
@@ -68,9 +64,9 @@ func validate(c contents, o pki.CheckOptions) (*set, pki.Findings, error) {
 		roots, rfs := pki.CheckBundle(c.roots, "roots", o)
 		fs = append(fs, rfs...)
 		if roots != nil {
-			s.roots = pki.Pool(roots)
+			s.Roots = pki.Pool(roots)
 			for _, r := range roots {
-				s.snap.Roots = append(s.snap.Roots, pki.Describe(r))
+				s.Snapshot.Roots = append(s.Snapshot.Roots, pki.Describe(r))
 			}
 		}
 	}
@@ -78,9 +74,9 @@ func validate(c contents, o pki.CheckOptions) (*set, pki.Findings, error) {
 		cert, pfs := pki.CheckPair(c.cert, c.key, o)
 		fs = append(fs, pfs...)
 		if !pfs.HasErrors() {
-			s.cert, s.hasCert = cert, true
+			s.Cert = cert
 			ci := pki.Describe(cert.Leaf)
-			s.snap.Leaf = &ci
+			s.Snapshot.Leaf = &ci
 		}
 	}
 	if err := fs.Err(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"time"
 
 	"github.com/natscert/natscert/pki"
@@ -31,6 +32,56 @@ type Source interface {
 	Refresh(ctx context.Context) error
 	// Close stops watching. Cert and RootCAs keep returning the last set.
 	Close() error
+}
+
+// Set is one consistent view of a source's material: the certificate, the
+// roots and their description, all from the same load. Reading Cert,
+// RootCAs and Snapshot one after the other can pair the generation or roots
+// of a new set with the certificate of the old one when a swap falls in
+// between; a Set cannot.
+type Set struct {
+	// Cert is the certificate to present, with chain, key and Leaf; it has
+	// no Certificate bytes when the source presents none.
+	Cert tls.Certificate
+	// Roots verify the peer; nil means the system roots.
+	Roots *x509.CertPool
+	// Snapshot describes Cert and Roots.
+	Snapshot Snapshot
+}
+
+// Currenter is a source that hands out its whole set in one read.
+// FileSource and StaticSource are Currenters. It is not part of Source so
+// that other implementations of Source keep compiling; use CurrentOf.
+type Currenter interface {
+	Current() Set
+}
+
+// CurrentOf returns the set src serves now. A Currenter answers in one
+// read. Any other Source is read through Snapshot, Cert and RootCAs, and
+// read again, a few times at most, while its Snapshot.Generation moved
+// in between. The error is one Cert (other than ErrNoCertificate) or
+// RootCAs returned, as is.
+func CurrentOf(src Source) (Set, error) {
+	if c, ok := src.(Currenter); ok {
+		return c.Current(), nil
+	}
+	var set Set
+	for range 3 {
+		set.Snapshot = src.Snapshot()
+		cert, err := src.Cert()
+		if err != nil && !errors.Is(err, ErrNoCertificate) {
+			return Set{}, err
+		}
+		roots, err := src.RootCAs()
+		if err != nil {
+			return Set{}, err
+		}
+		set.Cert, set.Roots = cert, roots
+		if src.Snapshot().Generation == set.Snapshot.Generation {
+			break
+		}
+	}
+	return set, nil
 }
 
 // Snapshot describes the material a source serves.

@@ -15,30 +15,30 @@ import (
 // StaticSource serves material loaded once and never changes: the
 // behaviour of a process that calls tls.LoadX509KeyPair at start-up.
 type StaticSource struct {
-	cert  tls.Certificate
-	roots *x509.CertPool
-	snap  Snapshot
+	set Set
 }
 
-var _ Source = (*StaticSource)(nil)
+var (
+	_ Source    = (*StaticSource)(nil)
+	_ Currenter = (*StaticSource)(nil)
+)
 
 // NewStaticSource serves cert (which may be empty, for no client
 // certificate) and roots (nil means the system roots).
 func NewStaticSource(cert tls.Certificate, roots []*x509.Certificate) *StaticSource {
-	s := &StaticSource{cert: cert, snap: Snapshot{Generation: 1, LoadedAt: time.Now()}}
-	if roots != nil {
-		s.roots = pki.Pool(roots)
-	}
 	if cert.Leaf == nil && len(cert.Certificate) > 0 {
 		cert.Leaf, _ = x509.ParseCertificate(cert.Certificate[0])
-		s.cert.Leaf = cert.Leaf
+	}
+	s := &StaticSource{set: Set{Cert: cert, Snapshot: Snapshot{Generation: 1, LoadedAt: time.Now()}}}
+	if roots != nil {
+		s.set.Roots = pki.Pool(roots)
 	}
 	if cert.Leaf != nil {
 		ci := pki.Describe(cert.Leaf)
-		s.snap.Leaf = &ci
+		s.set.Snapshot.Leaf = &ci
 	}
 	for _, r := range roots {
-		s.snap.Roots = append(s.snap.Roots, pki.Describe(r))
+		s.set.Snapshot.Roots = append(s.set.Snapshot.Roots, pki.Describe(r))
 	}
 	return s
 }
@@ -67,7 +67,7 @@ func LoadStaticSource(certFile, keyFile, rootsFile string) (*StaticSource, error
 		}
 	}
 	s := NewStaticSource(cert, roots)
-	s.snap.CertFile, s.snap.KeyFile, s.snap.RootsFile = certFile, keyFile, rootsFile
+	s.set.Snapshot.CertFile, s.set.Snapshot.KeyFile, s.set.Snapshot.RootsFile = certFile, keyFile, rootsFile
 	return s, nil
 }
 
@@ -76,17 +76,20 @@ var ErrNoCertificate = errors.New("material: no certificate configured")
 
 // Cert returns the certificate loaded at start.
 func (s *StaticSource) Cert() (tls.Certificate, error) {
-	if len(s.cert.Certificate) == 0 {
+	if len(s.set.Cert.Certificate) == 0 {
 		return tls.Certificate{}, ErrNoCertificate
 	}
-	return s.cert, nil
+	return s.set.Cert, nil
 }
 
 // RootCAs returns the roots loaded at start (nil: system roots).
-func (s *StaticSource) RootCAs() (*x509.CertPool, error) { return s.roots, nil }
+func (s *StaticSource) RootCAs() (*x509.CertPool, error) { return s.set.Roots, nil }
 
 // Snapshot describes the material.
-func (s *StaticSource) Snapshot() Snapshot { return s.snap }
+func (s *StaticSource) Snapshot() Snapshot { return s.set.Snapshot }
+
+// Current returns the material loaded at start.
+func (s *StaticSource) Current() Set { return s.set }
 
 // Subscribe never calls fn: static material never changes.
 func (s *StaticSource) Subscribe(func(Event)) func() { return func() {} }
