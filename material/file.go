@@ -168,10 +168,18 @@ func NewFileSource(ctx context.Context, files Files, opts ...FileOption) (*FileS
 		s.release()
 		return nil, err
 	}
-	if ev := s.load("start"); ev.Kind == EventRejected && !cfg.waitForFile {
+	first := s.load("start")
+	if first.Kind == EventRejected && !cfg.waitForFile {
 		s.hub.leave(s, s.watching)
 		s.release()
-		return nil, &loadError{reason: ev.Reason, err: ev.Err}
+		return nil, &loadError{reason: first.Reason, err: first.Err}
+	}
+	if first.Kind != EventRejected {
+		// Served already: ctx, which bounds only the wait for a first set,
+		// has nothing left to bound.
+		close(s.loaded)
+		go s.run()
+		return s, nil
 	}
 	go s.run()
 	select {
@@ -300,8 +308,6 @@ func (s *FileSource) run() {
 		t := time.NewTicker(waitPoll)
 		defer t.Stop()
 		poll = t.C
-	} else {
-		close(s.loaded)
 	}
 	// A burst of events is read once it has been quiet for the debounce
 	// interval, or at the latest maxDelay after it began, so that a writer

@@ -461,6 +461,30 @@ func TestWaitForFilesGivesUp(t *testing.T) {
 	}
 }
 
+// ctx bounds the wait for a first set only: good files load even when it
+// has already ended, every time (the choice used to be a coin toss).
+func TestDoneContextGoodFiles(t *testing.T) {
+	dir := t.TempDir()
+	files := Files{Cert: filepath.Join(dir, "cert.pem"), Key: filepath.Join(dir, "key.pem")}
+	if err := issue(t, newCA(t, "CA"), "client").WriteFiles(files.Cert, files.Key); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, opts := range [][]FileOption{nil, {WithWaitForFiles()}} {
+		for range 20 {
+			src, err := NewFileSource(ctx, files, append(opts, WithLogger(quiet))...)
+			if err != nil {
+				t.Fatalf("good files, done context: %v", err)
+			}
+			if _, err := src.Cert(); err != nil {
+				t.Fatal(err)
+			}
+			src.Close()
+		}
+	}
+}
+
 func TestUnchanged(t *testing.T) {
 	e := newEnv(t)
 	if err := e.src.Refresh(context.Background()); err != nil {
