@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,6 +156,11 @@ func (m *member) startProcess() error {
 	m.runs++
 	report := filepath.Join(m.dir, fmt.Sprintf("worker-%d.json", m.runs))
 	m.mu.Unlock()
+	// A report left by an earlier drill in the same directory must not
+	// stand in for a worker that dies.
+	if err := os.Remove(report); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("drill: %w", err)
+	}
 	cmd := exec.Command(m.pool.bin)
 	cmd.Env = append(os.Environ(),
 		"NATS_URL="+m.url, "NATS_TLS_CA="+m.rootsFile, "NATS_TLS_CERT="+m.certFile, "NATS_TLS_KEY="+m.keyFile,
