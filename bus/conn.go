@@ -441,6 +441,8 @@ func (c *Conn) act() {
 	case StrategyReconnect:
 		l.force("new material")
 	case StrategySwap:
+		// A swap under way is not started again: onSwapDone looks at the
+		// material once it is over.
 		if c.swapping.CompareAndSwap(false, true) {
 			c.goOwned(func() {
 				rep, err := c.swap(c.ctx, l)

@@ -96,3 +96,43 @@ func gathered(t *testing.T, reg *prometheus.Registry, name, label string) float6
 	t.Fatalf("no %s{%s}", name, label)
 	return 0
 }
+
+// A third certificate loaded while a swap to the second is still under
+// way (its old connection kept open by a handler that has not returned)
+// is not lost: a second swap follows once the first is over.
+func TestMaterialDuringSwap(t *testing.T) {
+	f := newFixture(t, 1, false)
+	rootsPEM, err := os.ReadFile(f.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	c := connectTest(t, f, "member", WithSource(src), WithStrategy(StrategySwap), WithSpread(0))
+	entered, release := make(chan struct{}), make(chan struct{})
+	if _, err := c.Subscribe("block", func(*nats.Msg) {
+		close(entered)
+		<-release
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish("block", nil); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	second := f.issue(f.ca, "member")
+	src.set(second, rootsPEM, true)
+	// Switched to the second certificate; retiring the old connection
+	// waits for the handler.
+	waitFor(t, 10*time.Second, "switch to the second certificate", func() bool {
+		st := c.Status()
+		return st.Presented != nil && st.Presented.CertSHA256 == fp(second)
+	})
+	third := f.issue(f.ca, "member")
+	src.set(third, rootsPEM, true)
+	close(release)
+	waitFor(t, 10*time.Second, "third certificate in connz", func() bool {
+		p := f.presented("member")
+		return len(p) == 1 && p[0] == fp(third)
+	})
+	waitFor(t, 10*time.Second, "second swap counted", func() bool { return c.Status().Swaps == 2 })
+}

@@ -259,4 +259,14 @@ func (c *Conn) onSwapDone(ev swapDone, schedule func(time.Duration)) {
 	if c.cfg.onSwap != nil {
 		c.cfg.onSwap(rep)
 	}
+	// Material that changed while the swap ran found it busy (act does
+	// nothing then) or reached the new connection after its dial: the
+	// connection in use may already be stale.
+	if ev.err == nil {
+		if l := c.active.Load(); l != nil {
+			if est := l.established(); est != nil && c.stale(est) {
+				schedule(c.spread())
+			}
+		}
+	}
 }
