@@ -93,8 +93,9 @@ type (
 )
 
 // Connect connects to url (one URL or a comma-separated list) and keeps
-// the connection up until Close. TLS is used for tls:// URLs, with the
-// material of WithSource. Connect waits for the first connection, retrying
+// the connection up until Close. TLS is used for tls:// URLs and, as
+// nats.Secure does for nats:// ones, whenever WithSource gives material;
+// the material is WithSource's. Connect waits for the first connection, retrying
 // with backoff, until ctx ends; ctx does not bound the connection after
 // that.
 func Connect(ctx context.Context, url string, opts ...Option) (*Conn, error) {
@@ -120,7 +121,7 @@ func newConn(rawURLs string, cfg config) (*Conn, error) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	var urls []string
-	secure := false
+	secure := cfg.src != nil
 	for _, u := range strings.Split(rawURLs, ",") {
 		u = strings.TrimSpace(u)
 		if u == "" {
@@ -169,8 +170,6 @@ func newConn(rawURLs string, cfg config) (*Conn, error) {
 		case !errors.Is(err, material.ErrNoCertificate):
 			return nil, fmt.Errorf("bus: certificate: %w", err)
 		}
-	} else if c.src != nil {
-		c.logger.Warn("nats TLS material ignored: the server URLs are not tls://", "urls", strings.Join(urls, ","))
 	}
 	return c, nil
 }

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +74,30 @@ func TestEnvRequiresCertAndKeyTogether(t *testing.T) {
 	}
 	if _, err := ReadEnv(func(k string) string { return map[string]string{EnvSpread: "soon"}[k] }); !errors.Is(err, ErrConfig) {
 		t.Fatalf("bad duration: %v", err)
+	}
+}
+
+// A nats:// URL with NATS_TLS_* set uses TLS with those files, as
+// nats.Secure does for services today: the server sees the certificate.
+func TestEnvTLSWithNATSScheme(t *testing.T) {
+	f := newFixture(t, 1, false)
+	leaf := f.issue(f.ca, "env-member")
+	f.write(leaf)
+	url := strings.Replace(f.cluster.Servers[0].ClientURL, "tls://", "nats://", 1)
+	e, err := ReadEnv(func(k string) string {
+		return map[string]string{EnvURL: url, EnvCA: f.caFile, EnvCert: f.certFile, EnvKey: f.keyFile, EnvClientName: "env-member"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := e.Connect(ctx, WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if p := f.presented("env-member"); len(p) != 1 || p[0] != fp(leaf) {
+		t.Fatalf("connz presented %v, want %s", p, fp(leaf))
 	}
 }

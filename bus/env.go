@@ -107,16 +107,6 @@ func ReadEnv(getenv func(string) string) (Env, error) {
 	return e, nil
 }
 
-// secure says whether the URLs ask for TLS.
-func (e Env) secure() bool {
-	for _, u := range strings.Split(e.URL, ",") {
-		if strings.HasPrefix(strings.TrimSpace(strings.ToLower(u)), "tls://") {
-			return true
-		}
-	}
-	return false
-}
-
 // Options turns e into options, without a source.
 func (e Env) Options() []Option {
 	opts := []Option{
@@ -132,8 +122,10 @@ func (e Env) Options() []Option {
 	return opts
 }
 
-// Connect connects as e says: for tls:// URLs with a material.FileSource
-// over NATS_TLS_CA, NATS_TLS_CERT and NATS_TLS_KEY that the Conn owns and
+// Connect connects as e says. When NATS_TLS_CA or NATS_TLS_CERT is set,
+// it uses TLS, whatever the URL's scheme (services connect to nats://
+// URLs with nats.Secure today), with a material.FileSource over
+// NATS_TLS_CA, NATS_TLS_CERT and NATS_TLS_KEY that the Conn owns and
 // closes. opts are applied after e's, so they win.
 func (e Env) Connect(ctx context.Context, opts ...Option) (*Conn, error) {
 	cfg := defaultConfig()
@@ -141,7 +133,7 @@ func (e Env) Connect(ctx context.Context, opts ...Option) (*Conn, error) {
 		o(&cfg)
 	}
 	all := e.Options()
-	if e.secure() && (e.CA != "" || e.Cert != "") && cfg.src == nil {
+	if (e.CA != "" || e.Cert != "") && cfg.src == nil {
 		fopts := []material.FileOption{material.WithLogger(cfg.logger), material.WithRecheckInterval(e.Recheck)}
 		if e.WaitForFiles {
 			fopts = append(fopts, material.WithWaitForFiles())

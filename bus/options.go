@@ -119,9 +119,10 @@ func defaultConfig() config {
 	}
 }
 
-// WithSource sets where TLS material comes from. The caller keeps owning
-// src: Close does not close it. Without a source, a tls:// connection
-// presents no certificate and verifies the server with the system roots.
+// WithSource sets where TLS material comes from, and turns TLS on for
+// nats:// URLs too. The caller keeps owning src: Close does not close it.
+// Without a source, a tls:// connection presents no certificate and
+// verifies the server with the system roots.
 func WithSource(src material.Source) Option {
 	return func(c *config) { c.src, c.ownSource = src, false }
 }
