@@ -34,7 +34,10 @@
 //
 // All FileSources of a process share one fsnotify watcher (Linux allows a
 // user 128 inotify instances by default), started with the first source
-// and stopped with the last Close.
+// and stopped with the last Close. A directory that exists but cannot be
+// watched (the user's inotify watches used up, permission denied) is
+// logged and counted in natscert_material_unwatched_directories; its files
+// are then re-read by the periodic re-check only.
 //
 // Cert and RootCAs do no file I/O and take no lock: they read an atomic
 // pointer to an immutable set. Every outcome (loaded, rejected with its

@@ -23,6 +23,7 @@ type Metrics struct {
 	rootsNotAfter *prometheus.Desc
 	lastLoaded    *prometheus.Desc
 	rejecting     *prometheus.Desc
+	unwatched     *prometheus.Desc
 }
 
 type sourceMetrics struct {
@@ -32,6 +33,7 @@ type sourceMetrics struct {
 	rootsNotAfter time.Time
 	lastLoaded    time.Time
 	rejecting     bool
+	unwatched     int
 }
 
 var _ prometheus.Collector = (*Metrics)(nil)
@@ -55,12 +57,14 @@ func NewMetrics() *Metrics {
 			"When the served material was loaded, in Unix seconds.", l, nil),
 		rejecting: prometheus.NewDesc("natscert_material_rejecting",
 			"1 when the last load attempt was rejected: the files on disk are not being served.", l, nil),
+		unwatched: prometheus.NewDesc("natscert_material_unwatched_directories",
+			"Directories of the source's files that exist but cannot be watched (inotify watches used up, permission denied): only the periodic re-check sees their changes.", l, nil),
 	}
 }
 
 // Describe sends the descriptors of every metric.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.attempts, m.generation, m.leafNotAfter, m.rootsNotAfter, m.lastLoaded, m.rejecting} {
+	for _, d := range []*prometheus.Desc{m.attempts, m.generation, m.leafNotAfter, m.rootsNotAfter, m.lastLoaded, m.rejecting, m.unwatched} {
 		ch <- d
 	}
 }
@@ -94,6 +98,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 			rejecting = 1
 		}
 		ch <- prometheus.MustNewConstMetric(m.rejecting, prometheus.GaugeValue, rejecting, n)
+		ch <- prometheus.MustNewConstMetric(m.unwatched, prometheus.GaugeValue, float64(s.unwatched), n)
 	}
 }
 
@@ -137,6 +142,15 @@ func (m *Metrics) observe(name string, ev Event) {
 		if s.rootsNotAfter.IsZero() || r.NotAfter.Before(s.rootsNotAfter) {
 			s.rootsNotAfter = r.NotAfter
 		}
+	}
+}
+
+// setUnwatched records how many directories of source name cannot be watched.
+func (m *Metrics) setUnwatched(name string, n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.sources[name]; ok {
+		s.unwatched = n
 	}
 }
 

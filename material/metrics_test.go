@@ -73,6 +73,7 @@ func TestMetricsManySources(t *testing.T) {
 		"natscert_material_load_attempts_total", "natscert_material_generation",
 		"natscert_material_leaf_not_after_seconds", "natscert_material_roots_not_after_seconds",
 		"natscert_material_last_loaded_timestamp_seconds", "natscert_material_rejecting",
+		"natscert_material_unwatched_directories",
 	} {
 		if perSource[name] != n {
 			t.Errorf("%s has %d sources, want %d", name, perSource[name], n)

@@ -41,7 +41,8 @@ func defaultFileConfig() fileConfig {
 
 // WithRecheckInterval sets how often the files are re-read even without a
 // file-system event, in case one was missed (default one minute). Zero or
-// less turns the re-check off.
+// less turns the re-check off. It is the only trigger for files in a
+// directory that cannot be watched (see Metrics' unwatched directories).
 func WithRecheckInterval(d time.Duration) FileOption {
 	return func(c *fileConfig) { c.recheck = d }
 }

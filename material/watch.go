@@ -1,7 +1,9 @@
 package material
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -189,15 +191,25 @@ func (s *FileSource) relevant(ev fsnotify.Event) bool {
 // that does not exist, the nearest ancestor that does, to learn when it
 // appears. It runs before every read, so a change made after the read is
 // always seen.
+//
+// Only a missing directory is climbed past. A directory that exists but
+// cannot be watched (the user's inotify watches are used up, ENOSPC, or
+// permission is denied) is logged once and counted in the Metrics: its
+// files' changes are then seen by the periodic re-check only, and not at
+// all with the re-check off. Watching its parent instead would report
+// nothing of its files' writes.
 func (s *FileSource) ensureWatches() {
 	want := map[string]bool{}
+	failed := map[string]error{}
 	for dir := range s.bases {
-		for d := dir; ; d = filepath.Dir(d) {
-			if want[d] || s.hub.watch(s, d) == nil {
+		for d := dir; !want[d]; d = filepath.Dir(d) {
+			err := s.hub.watch(s, d)
+			if err == nil {
 				want[d] = true
 				break
 			}
-			if d == filepath.Dir(d) {
+			if !errors.Is(err, fs.ErrNotExist) || d == filepath.Dir(d) {
+				failed[d] = err
 				break
 			}
 		}
@@ -208,4 +220,19 @@ func (s *FileSource) ensureWatches() {
 		}
 	}
 	s.watching = want
+	for d, err := range failed {
+		if _, known := s.unwatched[d]; !known {
+			s.cfg.logger.Warn("material: cannot watch directory; only the periodic re-check sees its changes",
+				"source", s.name, "dir", d, "err", err, "recheck", s.cfg.recheck)
+		}
+	}
+	for d := range s.unwatched {
+		if _, still := failed[d]; !still {
+			s.cfg.logger.Info("material: watching directory again", "source", s.name, "dir", d)
+		}
+	}
+	s.unwatched = failed
+	if s.cfg.metrics != nil {
+		s.cfg.metrics.setUnwatched(s.name, len(failed))
+	}
 }
