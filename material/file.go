@@ -104,7 +104,7 @@ type FileSource struct {
 	// Owned by the goroutine that loads: the constructor, then run.
 	watching   map[string]bool  // directories watched through the hub
 	unwatched  map[string]error // directories that exist but cannot be watched
-	lastErr    error           // the last rejection, for a first load that never succeeds
+	lastErr    error            // the last rejection, for a first load that never succeeds
 	lastReason string
 }
 
