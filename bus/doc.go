@@ -28,10 +28,15 @@
 // StrategyReconnect calls ForceReconnect after a random delay inside the
 // spread window, StrategySwap dials a second connection to the same
 // server, moves the subscriptions and drains the old one
-// (make-before-break). When the same server cannot be had (it takes no
-// new connections, or a load balancer picked another), the swap goes to
-// another server and keeps both connections subscribed for the longer
-// cross-server grace. The swaps of one process dial through a shared,
+// (make-before-break). Before it unsubscribes the old connection, a swap
+// observes that the old connection's server knows the new subscriptions:
+// a probe subject (in the connection's inbox prefix), subscribed last on
+// the new connection, published through the old one, must arrive. When
+// the same server cannot be had (it takes no new connections, or a load
+// balancer picked another), the swap goes to another server and keeps
+// both connections subscribed for the longer cross-server grace, margin
+// for publishers on a third server, which learn the new subscriptions
+// over another route. The swaps of one process dial through a shared,
 // adaptive SwapLimiter. A connection that is not connected when new
 // material lands retries with it at once, whatever the strategy.
 //

@@ -201,9 +201,11 @@ func WithBackoff(min, max time.Duration) Option {
 	}
 }
 
-// WithGrace sets how long a swap keeps both connections subscribed before
-// it switches: same on the same server (default 50 ms), cross when it had
-// to use another server (default 200 ms).
+// WithGrace sets how long a swap keeps both connections subscribed once
+// the old connection's server was seen to know the new subscriptions, as
+// margin for messages routed before and for publishers on other servers:
+// same on the same server (default 50 ms), cross when it had to use
+// another server (default 200 ms).
 func WithGrace(same, cross time.Duration) Option {
 	return func(c *config) {
 		if same >= 0 {

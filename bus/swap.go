@@ -104,6 +104,15 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 		rep.Subscriptions++
 	}
 	c.mu.Unlock()
+	// The probe is subscribed last: routes carry a server's interest in
+	// order, so the old server knows every new subscription once it
+	// routes the probe to the new connection.
+	var probe *nats.Subscription
+	if rep.Subscriptions > 0 {
+		if probe, err = nnc.SubscribeSync(nnc.NewInbox()); err != nil {
+			return abort(fmt.Errorf("bus: swap: probe: %w", err))
+		}
+	}
 	// Once the server answers the flush, it holds every new subscription.
 	if err := nnc.FlushTimeout(c.cfg.dialTimeout); err != nil {
 		return abort(fmt.Errorf("bus: swap: flush new connection: %w", err))
@@ -111,6 +120,12 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 	rep.Subscribed = time.Now()
 	old.overlapping.Store(true)
 	overlapBefore := c.stats.overlap.Load()
+	if probe != nil {
+		if err := probeThrough(ctx, onc, probe, c.cfg.dialTimeout); err != nil {
+			return abort(fmt.Errorf("bus: swap: the old connection's server did not learn the new subscriptions: %w", err))
+		}
+		_ = probe.Unsubscribe()
+	}
 	rep.To, rep.ToServerID = nnc.ConnectedUrlRedacted(), nnc.ConnectedServerId()
 	if est := nl.established(); est != nil && est.presented != nil {
 		rep.Presented = est.presented.CertSHA256
@@ -119,8 +134,9 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 	if rep.ToServerID != fromID {
 		rep.CrossServer, rep.Grace = true, c.cfg.crossGrace
 	}
-	// The grace lets messages routed before the new subscriptions existed
-	// reach the old ones, and lets a slower server's fan-out catch up.
+	// The old server knows the new subscriptions; the grace is margin
+	// for messages it routed before, and for a publisher's server other
+	// than the old one, which learns them over another route.
 	t := time.NewTimer(rep.Grace)
 	select {
 	case <-t.C:
@@ -142,6 +158,30 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 	rep.End = time.Now()
 	rep.OverlapDeliveries = c.stats.overlap.Load() - overlapBefore
 	return rep, nil
+}
+
+// probeThrough publishes on probe's subject through from until probe
+// receives it, for up to timeout.
+func probeThrough(ctx context.Context, from *nats.Conn, probe *nats.Subscription, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		if err := from.Publish(probe.Subject, nil); err != nil {
+			return err
+		}
+		_, err := probe.NextMsg(wait)
+		switch {
+		case err == nil:
+			return nil
+		case !errors.Is(err, nats.ErrTimeout):
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case time.Now().After(deadline):
+			return fmt.Errorf("no probe received within %s", timeout)
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
 }
 
 // pinned lists the servers a swap dials: first the address the old
