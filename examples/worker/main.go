@@ -89,7 +89,9 @@ func run(logger *slog.Logger) error {
 		}
 		return err
 	}
-	name := envOr("NATS_CLIENT_NAME", "")
+	// The name the servers know this connection by (bus defaults it to the
+	// host name), so replies and the report match the servers' view.
+	name := c.Status().Name
 	reportPath := os.Getenv("WORKER_REPORT")
 	var acct *accounts
 	if reportPath != "" {
@@ -294,7 +296,14 @@ func connectStatic(logger *slog.Logger) (conn, error) {
 			return nil, err
 		}
 		cfg.Certificates = []tls.Certificate{cert}
-		info := pki.Describe(cert.Leaf)
+		// Leaf is nil under GODEBUG=x509keypairleaf=0: parse it then.
+		leaf := cert.Leaf
+		if leaf == nil {
+			if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+				return nil, err
+			}
+		}
+		info := pki.Describe(leaf)
 		s.presented = &info
 		if caFile := os.Getenv("NATS_TLS_CA"); caFile != "" {
 			pem, err := os.ReadFile(caFile)

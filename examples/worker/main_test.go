@@ -88,12 +88,15 @@ type worker struct {
 	cmd  *exec.Cmd
 	logs *syncBuffer
 	done chan error
+	// exited is closed once the process has been waited for; cleanup reads
+	// it instead of cmd.ProcessState, which Wait writes on another goroutine.
+	exited chan struct{}
 }
 
 // start runs the worker as worker-1 on the fixture's files, with env on
 // top; the test's cleanup kills it if it is still running.
 func (f *fixture) start(env ...string) *worker {
-	w := &worker{cmd: exec.Command(f.bin), logs: &syncBuffer{}, done: make(chan error, 1)}
+	w := &worker{cmd: exec.Command(f.bin), logs: &syncBuffer{}, done: make(chan error, 1), exited: make(chan struct{})}
 	w.cmd.Env = append(append(os.Environ(),
 		"NATS_URL="+f.cl.Servers[0].ClientURL, "NATS_TLS_CA="+f.cl.ServerCAFile(),
 		"NATS_TLS_CERT="+f.certFile, "NATS_TLS_KEY="+f.keyFile, "NATS_CLIENT_NAME=worker-1"), env...)
@@ -101,11 +104,17 @@ func (f *fixture) start(env ...string) *worker {
 	if err := w.cmd.Start(); err != nil {
 		f.t.Fatal(err)
 	}
-	go func() { w.done <- w.cmd.Wait() }()
+	go func() {
+		err := w.cmd.Wait()
+		close(w.exited)
+		w.done <- err
+	}()
 	f.t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
+		select {
+		case <-w.exited:
+		default:
 			_ = w.cmd.Process.Kill()
-			<-w.done
+			<-w.exited
 		}
 		if f.t.Failed() {
 			f.t.Logf("worker log:\n%s", w.logs.String())
