@@ -22,7 +22,7 @@ func BundleCertificates(inputs ...[]byte) ([]*x509.Certificate, error) {
 	seen := map[string]bool{}
 	var out []*x509.Certificate
 	for i, in := range inputs {
-		certs, err := ParseCertificates(in)
+		certs, err := parseCertificates(in)
 		if err != nil {
 			return nil, fmt.Errorf("pki: bundle input %d: %w", i+1, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 func sha1Sum(b []byte) [20]byte { return sha1.Sum(b) } //nolint:gosec
@@ -31,18 +32,30 @@ func EncodeKey(key crypto.Signer) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// ParseCertificates reads every CERTIFICATE block of PEM data, in order.
-// It fails on data with no certificate, on a block that does not parse, and
-// on non-PEM text between blocks, so that a half-written file is an error.
+// ParseCertificates reads every CERTIFICATE block of PEM data, in order,
+// skipping blocks of other types (a key in a combined file). It fails on
+// data with no certificate, on a block that does not parse, and on text
+// that is not PEM before, between or after the blocks, so that a
+// half-written or corrupted file is an error, not a shorter bundle. Text
+// that tools such as openssl pkcs12 print before a block ("Bag
+// Attributes") is refused too: strip it.
 func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	certs, err := parseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	return certs, nil
+}
+
+// parseCertificates is ParseCertificates for callers in pki that prefix
+// errors themselves.
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
 	var certs []*x509.Certificate
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
+	for _, block := range blocks {
 		if block.Type != "CERTIFICATE" {
 			continue
 		}
@@ -55,31 +68,41 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%w: no CERTIFICATE block", ErrNoPEM)
 	}
-	if len(bytes.TrimSpace(rest)) > 0 {
-		return nil, fmt.Errorf("%w: trailing data after the last PEM block (truncated or garbage?)", ErrNoPEM)
-	}
 	return certs, nil
 }
 
-// ParseKey reads the first private key of PEM data: PKCS#8, PKCS#1 (RSA) or SEC 1 (EC).
+// ParseKey reads the first private key of PEM data: PKCS#8, PKCS#1 (RSA)
+// or SEC 1 (EC), skipping blocks of other types. Like ParseCertificates it
+// refuses text that is not PEM around the blocks. Encrypted keys fail with
+// ErrEncryptedKey: a process cannot be asked for a passphrase on every
+// reload.
 func ParseKey(data []byte) (crypto.Signer, error) {
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, fmt.Errorf("%w: no PRIVATE KEY block", ErrNoPEM)
-		}
+	key, err := parseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	return key, nil
+}
+
+// parseKey is ParseKey for callers in pki that prefix errors themselves.
+func parseKey(data []byte) (crypto.Signer, error) {
+	blocks, err := pemBlocks(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, block := range blocks {
 		var (
 			key any
 			err error
 		)
-		switch block.Type {
-		case "PRIVATE KEY":
+		switch {
+		case block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+			return nil, fmt.Errorf("%w (%s block)", ErrEncryptedKey, block.Type)
+		case block.Type == "PRIVATE KEY":
 			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
+		case block.Type == "RSA PRIVATE KEY":
 			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
+		case block.Type == "EC PRIVATE KEY":
 			key, err = x509.ParseECPrivateKey(block.Bytes)
 		default:
 			continue
@@ -89,9 +112,37 @@ func ParseKey(data []byte) (crypto.Signer, error) {
 		}
 		signer, ok := key.(crypto.Signer)
 		if !ok {
-			return nil, ErrUnsupportedKey
+			return nil, fmt.Errorf("%w: %T", ErrUnsupportedKey, key)
 		}
 		return signer, nil
+	}
+	return nil, fmt.Errorf("%w: no PRIVATE KEY block", ErrNoPEM)
+}
+
+// pemBlocks splits data into its PEM blocks. pem.Decode alone skips
+// whatever precedes the next well-formed block, a broken block included;
+// pemBlocks allows only white space outside blocks and names the line of
+// anything else.
+func pemBlocks(data []byte) ([]*pem.Block, error) {
+	var blocks []*pem.Block
+	rest := data
+	for {
+		rest = bytes.TrimLeft(rest, " \t\r\n")
+		if len(rest) == 0 {
+			return blocks, nil
+		}
+		line := bytes.Count(data[:len(data)-len(rest)], []byte("\n")) + 1
+		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
+			return nil, fmt.Errorf("%w: line %d is not PEM (truncated or garbage?)", ErrNoPEM, line)
+		}
+		block, next := pem.Decode(rest)
+		// A block holds one BEGIN line; more in what Decode consumed means
+		// it skipped a broken block to reach a good one.
+		if block == nil || bytes.Count(rest[:len(rest)-len(next)], []byte("-----BEGIN")) != 1 {
+			return nil, fmt.Errorf("%w: the block at line %d is broken (truncated or garbage?)", ErrNoPEM, line)
+		}
+		blocks = append(blocks, block)
+		rest = next
 	}
 }
 
@@ -101,7 +152,7 @@ func ReadCertificates(path string) ([]*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
-	certs, err := ParseCertificates(data)
+	certs, err := parseCertificates(data)
 	if err != nil {
 		return nil, fmt.Errorf("pki: %s: %w", path, err)
 	}

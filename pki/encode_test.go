@@ -9,8 +9,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/natscert/natscert/pki"
@@ -34,11 +36,29 @@ func TestParseCertificates(t *testing.T) {
 		"key only":  a.KeyPEM,
 		"truncated": a.CertPEM[:len(a.CertPEM)/2],
 		"trailing":  append(append([]byte{}, a.CertPEM...), "junk"...),
+		// pem.Decode alone skips text before a block: these parsed as
+		// one certificate fewer, or as the same bundle.
+		"between":        cat(a.CertPEM, []byte("garbage\n"), b.CertPEM),
+		"leading":        cat([]byte("Bag Attributes\n"), a.CertPEM),
+		"half a block":   cat(a.CertPEM[:len(a.CertPEM)/2], b.CertPEM),
+		"broken between": cat(a.CertPEM, []byte("-----BEGIN CERTIFICATE-----\n"), b.CertPEM),
 	}
 	for name, in := range bad {
-		if _, err := pki.ParseCertificates(in); !errors.Is(err, pki.ErrNoPEM) {
+		_, err := pki.ParseCertificates(in)
+		if !errors.Is(err, pki.ErrNoPEM) {
 			t.Errorf("%s: err = %v, want ErrNoPEM", name, err)
 		}
+		if err != nil && !strings.HasPrefix(err.Error(), "pki: ") {
+			t.Errorf("%s: error %q lacks the package prefix", name, err)
+		}
+	}
+	line := fmt.Sprintf("line %d ", bytes.Count(a.CertPEM, []byte("\n"))+1)
+	if _, err := pki.ParseCertificates(cat(a.CertPEM, []byte("garbage\n"), b.CertPEM)); err == nil || !strings.Contains(err.Error(), line) {
+		t.Errorf("garbage between blocks: %v, want its line named", err)
+	}
+	// White space around and between blocks is fine.
+	if certs, err := pki.ParseCertificates(cat([]byte("\n  \r\n"), a.CertPEM, []byte("\n\t\n"), b.CertPEM, []byte("\n\n"))); err != nil || len(certs) != 2 {
+		t.Errorf("white space between blocks: %d certs, %v", len(certs), err)
 	}
 	corrupt := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("not DER")})
 	if _, err := pki.ParseCertificates(corrupt); err == nil {
@@ -67,7 +87,21 @@ func TestParseKeyFormats(t *testing.T) {
 	if _, err := pki.ParseKey(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte("x")})); err == nil {
 		t.Error("a corrupt key parsed")
 	}
+	for _, block := range []*pem.Block{
+		{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("opaque")},
+		{Type: "EC PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00"}, Bytes: []byte("opaque")},
+	} {
+		_, err := pki.ParseKey(pem.EncodeToMemory(block))
+		if !errors.Is(err, pki.ErrEncryptedKey) || !strings.HasPrefix(err.Error(), "pki: ") {
+			t.Errorf("%s: err = %v, want a prefixed ErrEncryptedKey", block.Type, err)
+		}
+	}
+	if _, err := pki.ParseKey(cat([]byte("junk\n"), tests["PRIVATE KEY"])); !errors.Is(err, pki.ErrNoPEM) {
+		t.Errorf("junk before the key: %v, want ErrNoPEM", err)
+	}
 }
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 func TestWriteFileAtomic(t *testing.T) {
 	dir := t.TempDir()

@@ -125,11 +125,11 @@ func CheckPair(certPEM, keyPEM []byte, o CheckOptions) (tls.Certificate, Finding
 	add := func(code string, sev Severity, what, format string, args ...any) {
 		fs = append(fs, Finding{Code: code, Severity: sev, What: what, Message: fmt.Sprintf(format, args...)})
 	}
-	certs, err := ParseCertificates(certPEM)
+	certs, err := parseCertificates(certPEM)
 	if err != nil {
 		add(CodeCertUnparsable, SeverityError, "cert", "not a readable PEM certificate: %v", err)
 	}
-	key, kerr := ParseKey(keyPEM)
+	key, kerr := parseKey(keyPEM)
 	if kerr != nil {
 		add(CodeKeyUnparsable, SeverityError, "key", "not a readable PEM private key: %v", kerr)
 	}
@@ -207,7 +207,7 @@ func CheckBundle(data []byte, what string, o CheckOptions) ([]*x509.Certificate,
 	add := func(code string, sev Severity, format string, args ...any) {
 		fs = append(fs, Finding{Code: code, Severity: sev, What: what, Message: fmt.Sprintf(format, args...)})
 	}
-	certs, err := ParseCertificates(data)
+	certs, err := parseCertificates(data)
 	if err != nil {
 		add(CodeBundleUnparsable, SeverityError, "not a readable PEM bundle: %v", err)
 		return nil, fs
@@ -327,7 +327,7 @@ func Inspect(in InspectInput) (*Report, error) {
 		rep.Findings = append(rep.Findings, withFile(fs, in.IssuerFile)...)
 		if issuers == nil {
 			// Verify against what parses, so the leaf is still checked.
-			issuers, _ = ParseCertificates(b)
+			issuers, _ = parseCertificates(b)
 		}
 		o.Issuers = issuers
 		for _, c := range issuers {
@@ -342,7 +342,7 @@ func Inspect(in InspectInput) (*Report, error) {
 		roots, fs := CheckBundle(b, "roots", o)
 		rep.Findings = append(rep.Findings, withFile(fs, in.RootsFile)...)
 		if roots == nil {
-			roots, _ = ParseCertificates(b)
+			roots, _ = parseCertificates(b)
 		}
 		for _, c := range roots {
 			rep.Roots = append(rep.Roots, Describe(c))
@@ -357,7 +357,7 @@ func Inspect(in InspectInput) (*Report, error) {
 		}
 	}
 	rep.Findings = append(rep.Findings, fs...)
-	if certs, err := ParseCertificates(certPEM); err == nil {
+	if certs, err := parseCertificates(certPEM); err == nil {
 		ci := Describe(certs[0])
 		rep.Leaf = &ci
 	}

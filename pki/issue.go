@@ -250,11 +250,11 @@ func LoadCA(certFile, keyFile string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: read CA key: %w", err)
 	}
-	certs, err := ParseCertificates(certPEM)
+	certs, err := parseCertificates(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: %s: %w", certFile, err)
 	}
-	key, err := ParseKey(keyPEM)
+	key, err := parseKey(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: %s: %w", keyFile, err)
 	}
@@ -320,4 +320,5 @@ var (
 	ErrNotCA          = errors.New("certificate is not a CA")
 	ErrKeyMismatch    = errors.New("private key does not match certificate")
 	ErrUnsupportedKey = errors.New("unsupported private key type")
+	ErrEncryptedKey   = errors.New("encrypted keys are not supported")
 )
