@@ -37,6 +37,11 @@ type Conn struct {
 	logger  *slog.Logger
 
 	active atomic.Pointer[link]
+	// pubMu orders one publisher's messages across a swap: Publish holds
+	// it for reading from loading the link to handing it the message; a
+	// swap holds it to flush the old connection and switch, so that no
+	// message reaches the old connection after its flush.
+	pubMu sync.RWMutex
 
 	mu     sync.Mutex // guards subs, links, closed
 	subs   map[*Subscription]struct{}
@@ -467,26 +472,18 @@ func (c *Conn) Name() string { return c.name }
 
 // Publish publishes data on subj through the connection in use.
 func (c *Conn) Publish(subj string, data []byte) error {
-	for {
-		l := c.active.Load()
-		err := l.conn().Publish(subj, data)
-		if err != nil && l.retired.Load() && c.active.Load() != l {
-			continue // the connection was swapped under us
-		}
-		return err
-	}
+	c.pubMu.RLock()
+	err := c.active.Load().conn().Publish(subj, data)
+	c.pubMu.RUnlock()
+	return err
 }
 
 // PublishMsg publishes m through the connection in use.
 func (c *Conn) PublishMsg(m *nats.Msg) error {
-	for {
-		l := c.active.Load()
-		err := l.conn().PublishMsg(m)
-		if err != nil && l.retired.Load() && c.active.Load() != l {
-			continue
-		}
-		return err
-	}
+	c.pubMu.RLock()
+	err := c.active.Load().conn().PublishMsg(m)
+	c.pubMu.RUnlock()
+	return err
 }
 
 // acquire returns the link in use with one more request in flight on it,

@@ -147,12 +147,15 @@ func (c *Conn) swap(ctx context.Context, old *link) (rep SwapReport, err error) 
 	// Stop the old subscriptions and flush, one round trip for two ends:
 	// once the server answers, it has processed every message published
 	// on the old connection, so that one publisher's messages stay in
-	// order across the switch, and the UNSUBs, so that nothing more comes
-	// to the old subscriptions and what came is pending.
+	// order across the switch (publishers wait for pubMu meanwhile), and
+	// the UNSUBs, so that nothing more comes to the old subscriptions and
+	// what came is pending.
 	subs := c.unsubscribe(old)
+	c.pubMu.Lock()
 	_ = onc.FlushTimeout(c.cfg.dialTimeout)
 	c.active.Store(nl)
 	old.retired.Store(true)
+	c.pubMu.Unlock()
 	rep.Switched = time.Now()
 	c.retire(ctx, old, subs)
 	rep.End = time.Now()
