@@ -54,8 +54,12 @@ type Conn struct {
 
 	ctx     context.Context // ends on Close
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // goroutines of goOwned
+	runDone chan struct{}  // closed when run returns
 	srcStop func()
+	// inHandler is set while run calls a failure or swap handler: Close
+	// called from one cannot wait for run, its caller.
+	inHandler atomic.Bool
 
 	stats       counters
 	linkSeq     atomic.Uint64
@@ -189,7 +193,7 @@ func (c *Conn) start(ctx context.Context) error {
 	if c.secure {
 		c.srcStop = c.src.Subscribe(func(ev material.Event) { c.enqueue(materialEvent{ev}) })
 	}
-	c.wg.Add(1)
+	c.runDone = make(chan struct{})
 	go c.run()
 	l := c.newLink()
 	urls := append([]string(nil), c.urls...)
@@ -229,7 +233,7 @@ func (c *Conn) enqueue(ev any) {
 // run is the Conn's goroutine: it reports, logs, counts and acts on
 // events until Close.
 func (c *Conn) run() {
-	defer c.wg.Done()
+	defer close(c.runDone)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -254,6 +258,9 @@ func (c *Conn) run() {
 			c.queue = nil
 			c.qmu.Unlock()
 			for _, ev := range q {
+				if c.ctx.Err() != nil {
+					return // closed, maybe by a handler of an earlier event
+				}
 				switch ev := ev.(type) {
 				case Failure:
 					c.fail(ev)
@@ -294,9 +301,7 @@ func (c *Conn) fail(f Failure) {
 	case f.Reason != ReasonDisconnected:
 		c.logger.Warn("nats error", attrs...)
 	}
-	if c.cfg.onFailure != nil {
-		c.cfg.onFailure(f)
-	}
+	handle(c, c.cfg.onFailure, f)
 	if f.Attempt && f.Reason.refreshes() && c.secure && time.Since(c.lastRefresh) > 200*time.Millisecond {
 		c.lastRefresh = time.Now()
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
@@ -365,9 +370,7 @@ func (c *Conn) onDown(ev downEvent) {
 	}
 	c.stats.failures[reasonIndex(ReasonDisconnected)].Add(1)
 	c.lastFailure.Store(&f)
-	if c.cfg.onFailure != nil {
-		c.cfg.onFailure(f)
-	}
+	handle(c, c.cfg.onFailure, f)
 }
 
 func (c *Conn) onMaterial(ev material.Event, schedule func(time.Duration)) {
@@ -455,6 +458,16 @@ func (c *Conn) act() {
 			})
 		}
 	}
+}
+
+// handle calls a failure or swap handler on run.
+func handle[T any](c *Conn, fn func(T), v T) {
+	if fn == nil {
+		return
+	}
+	c.inHandler.Store(true)
+	defer c.inHandler.Store(false)
+	fn(v)
 }
 
 // Current returns the nats.Conn in use now, for anything bus does not
@@ -597,12 +610,17 @@ func (c *Conn) markClosed() ([]*link, bool) {
 }
 
 // shutdown stops the Conn's goroutines and its source subscription.
+// Called from a handler, it does not wait for run, which called the
+// handler and returns once it is done.
 func (c *Conn) shutdown() {
 	if c.srcStop != nil {
 		c.srcStop()
 	}
 	c.cancel()
 	c.wg.Wait()
+	if !c.inHandler.Load() {
+		<-c.runDone
+	}
 	if c.cfg.metrics != nil {
 		c.cfg.metrics.remove(c)
 	}

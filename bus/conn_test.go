@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,37 @@ func TestEnvTLSWithNATSScheme(t *testing.T) {
 	defer c.Close()
 	if p := f.presented("env-member"); len(p) != 1 || p[0] != fp(leaf) {
 		t.Fatalf("connz presented %v, want %s", p, fp(leaf))
+	}
+}
+
+// Close from a failure handler and Drain from a swap handler return:
+// neither waits for the goroutine that calls the handlers.
+func TestCloseFromHandler(t *testing.T) {
+	f := newFixture(t, 1, false)
+	rootsPEM, err := os.ReadFile(f.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	closed := make(chan error, 2)
+	var c, d *Conn
+	c = connectTest(t, f, "closer", WithSource(src), WithFailureHandler(func(fl Failure) {
+		if fl.Reason == ReasonDisconnected {
+			closed <- c.Close()
+		}
+	}))
+	d = connectTest(t, f, "drainer", WithSource(src), WithStrategy(StrategySwap), WithSpread(0),
+		WithSwapHandler(func(SwapReport) { closed <- d.Drain(context.Background()) }))
+	f.kick("closer")
+	src.set(f.issue(f.ca, "member"), rootsPEM, true)
+	for range 2 {
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("Close or Drain from a handler did not return")
+		}
 	}
 }

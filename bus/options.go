@@ -171,14 +171,15 @@ func WithMetrics(m *Metrics) Option {
 // attempt (including those nats.go reports through no callback), every
 // unexpected disconnect, every rejected material load, every failed swap
 // and every asynchronous server error. fn runs on the connection's own
-// goroutine and must not block for long.
+// goroutine and must not block for long; it may call Close or Drain.
 func WithFailureHandler(fn func(Failure)) Option {
 	return func(c *config) { c.onFailure = fn }
 }
 
 // WithSwapHandler calls fn after every swap, completed or failed, with
 // its timings, so that duplicates seen by the application can be
-// attributed to an overlap window.
+// attributed to an overlap window. fn runs on the connection's own
+// goroutine, as WithFailureHandler's.
 func WithSwapHandler(fn func(SwapReport)) Option {
 	return func(c *config) { c.onSwap = fn }
 }

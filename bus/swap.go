@@ -299,9 +299,7 @@ func (c *Conn) onSwapDone(ev swapDone, schedule func(time.Duration)) {
 			"cert_sha256", rep.Presented, "subscriptions", rep.Subscriptions,
 			"overlap", rep.End.Sub(rep.Subscribed), "overlap_deliveries", rep.OverlapDeliveries)
 	}
-	if c.cfg.onSwap != nil {
-		c.cfg.onSwap(rep)
-	}
+	handle(c, c.cfg.onSwap, rep)
 	// Material that changed while the swap ran found it busy (act does
 	// nothing then) or reached the new connection after its dial: the
 	// connection in use may already be stale.
