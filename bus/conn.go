@@ -280,9 +280,11 @@ func (c *Conn) run() {
 	}
 }
 
-// fail surfaces a failure: log, handler, and for failures that may come
-// from stale material, an immediate re-read of the source.
+// fail surfaces a failure: count, log, handler, and for failures that
+// may come from stale material, an immediate re-read of the source. It is
+// counted here, once its reason is final, so that counts never go down.
 func (c *Conn) fail(f Failure) {
+	c.stats.failures[reasonIndex(f.Reason)].Add(1)
 	if f.Err != nil && f.Detail == "" {
 		f.Detail = f.Err.Error()
 	} else if f.Err != nil {
@@ -384,7 +386,6 @@ func (c *Conn) onMaterial(ev material.Event, schedule func(time.Duration)) {
 		if ev.Snapshot.Leaf != nil {
 			f.Presented = ev.Snapshot.Leaf.CertSHA256
 		}
-		c.stats.failures[reasonIndex(ReasonMaterial)].Add(1)
 		c.fail(f)
 		return
 	case material.EventLoaded:

@@ -322,7 +322,6 @@ func (l *link) report(a *attempt, ok bool, next time.Duration) {
 	if a.notListed && f.Reason == ReasonRejected {
 		f.Err = fmt.Errorf("the server did not list the issuer of our certificate among the CAs it accepts: %w", errOr(a.err))
 	}
-	l.c.stats.failures[reasonIndex(f.Reason)].Add(1)
 	if next < 20*time.Millisecond || a.stage < stageDialed {
 		l.c.enqueue(f)
 		return
@@ -337,9 +336,7 @@ func (l *link) report(a *attempt, ok bool, next time.Duration) {
 			return
 		}
 		if err := l.conn().LastError(); err != nil {
-			if r, ok := classifyErr(err); ok && r != f.Reason {
-				l.c.stats.failures[reasonIndex(f.Reason)].Add(^uint64(0))
-				l.c.stats.failures[reasonIndex(r)].Add(1)
+			if r, ok := classifyErr(err); ok {
 				f.Reason = r
 			}
 			if f.Err == nil || !a.notListed {
@@ -587,7 +584,6 @@ func (l *link) onAsyncError(nc *nats.Conn, sub *nats.Subscription, err error) {
 	if sub != nil {
 		f.Detail = "subject " + sub.Subject
 	}
-	l.c.stats.failures[reasonIndex(f.Reason)].Add(1)
 	l.c.enqueue(f)
 }
 

@@ -279,7 +279,6 @@ func (c *Conn) onSwapDone(ev swapDone, schedule func(time.Duration)) {
 		c.swapFails++
 		rep.Err, rep.Detail = ev.err, ev.err.Error()
 		f := Failure{Time: time.Now(), Reason: ReasonSwap, Err: ev.err, Server: rep.From}
-		c.stats.failures[reasonIndex(ReasonSwap)].Add(1)
 		c.fail(f)
 		// Keep the old connection, which works, and try again later.
 		ceil := c.cfg.backoffMax
