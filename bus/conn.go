@@ -112,9 +112,6 @@ func Connect(ctx context.Context, url string, opts ...Option) (*Conn, error) {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if cfg.envErr != nil {
-		return nil, cfg.envErr
-	}
 	c, err := newConn(url, cfg)
 	if err != nil {
 		return nil, err

@@ -102,7 +102,6 @@ type config struct {
 	natsOpts     []nats.Option
 	dialTimeout  time.Duration
 	drainTimeout time.Duration
-	envErr       error
 }
 
 func defaultConfig() config {
