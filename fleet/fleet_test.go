@@ -255,6 +255,44 @@ func TestServerDownIsIncomplete(t *testing.T) {
 	}
 }
 
+// TestSystemScansServersBeyondExpected expects two servers of three: the
+// third, where the only straggler is, must be scanned all the same, or the
+// view would converge with a member still on old material.
+func TestSystemScansServersBeyondExpected(t *testing.T) {
+	f := newFixture(t, 3)
+	oldLeaf, newLeaf := issue(t, f.oldCA, "x"), issue(t, f.newCA, "x")
+	for i := 0; i < 3; i++ {
+		leaf := newLeaf
+		if i == 2 {
+			leaf = oldLeaf
+		}
+		f.mustDial(t, f.c.Servers[i].ClientURL, leaf, names("x-", 3)[i])
+	}
+	f.waitConns(t, 3)
+	for name, want := range map[string]fleet.Option{
+		"count": fleet.WithExpectServers(2),
+		"names": fleet.WithExpectServerNames("n1", "n2"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			obs, err := fleet.New(fleet.System(f.system(t, 0)), want, fleet.WithSettle(0),
+				fleet.WithOld(fleet.NewMaterial(oldLeaf.Cert)), fleet.WithNew(fleet.NewMaterial(newLeaf.Cert)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := obs.Poll(ctxT(t, 30*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Servers) != 3 || st.Counts != (fleet.Counts{Total: 3, New: 2, Old: 1}) {
+				t.Fatalf("%d servers scanned, counts %+v; want 3 servers, 2 new, 1 old", len(st.Servers), st.Counts)
+			}
+			if st.Verdict != fleet.NotConverged {
+				t.Fatalf("verdict %s %v, want not-converged", st.Verdict, st.Reasons)
+			}
+		})
+	}
+}
+
 // TestServerStopsDuringScan stops a server while the collector pages
 // through it: the look must end incomplete or, if it saw a whole
 // consistent view of three servers before the stop, complete, but never

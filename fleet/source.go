@@ -220,9 +220,10 @@ type SystemSource struct {
 	// Timeout bounds each request to one server; default 5 s.
 	Timeout time.Duration
 	// Gather is how long discovery waits for more servers after the last
-	// answer when the number of servers is not known; default 500 ms.
-	// When the observer expects a count or names, discovery ends as soon
-	// as they have answered.
+	// answer; default 500 ms. When the observer expects a count or names,
+	// discovery waits up to Timeout for them, then still Gather for more:
+	// a cluster larger than expected must be scanned whole, or a straggler
+	// on an extra server would go unseen.
 	Gather time.Duration
 }
 
@@ -304,8 +305,8 @@ func (s *SystemSource) discover(ctx context.Context, want wantServers) ([]varz, 
 	seen := map[string]bool{}
 	for {
 		wait := time.Until(deadline)
-		if len(out) > 0 && !want.known() && gather < wait {
-			wait = gather // nobody said how many: stop when answers dry up
+		if len(out) > 0 && want.metBy(out) && gather < wait {
+			wait = gather // what must answer has: stop when answers dry up
 		}
 		if wait <= 0 {
 			break
@@ -325,9 +326,6 @@ func (s *SystemSource) discover(ctx context.Context, want wantServers) ([]varz, 
 		}
 		seen[r.Data.ID] = true
 		out = append(out, *r.Data)
-		if want.satisfiedBy(out) {
-			break
-		}
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("fleet: system: no server answered $SYS.REQ.SERVER.PING.VARZ within %s", s.timeout())
@@ -335,12 +333,9 @@ func (s *SystemSource) discover(ctx context.Context, want wantServers) ([]varz, 
 	return out, nil
 }
 
-func (w wantServers) known() bool { return w.count > 0 || len(w.names) > 0 }
-
-func (w wantServers) satisfiedBy(vs []varz) bool {
-	if !w.known() {
-		return false
-	}
+// metBy reports whether every server that must answer is among vs; it is
+// when nothing is required.
+func (w wantServers) metBy(vs []varz) bool {
 	if len(w.names) > 0 {
 		have := map[string]bool{}
 		for _, v := range vs {
