@@ -232,15 +232,27 @@ func (l *link) delayLocked() time.Duration {
 		return 0
 	}
 	cfg := l.c.cfg
-	ceil := cfg.backoffMax
-	if l.cheapFail && ceil > DialBackoffMax {
-		ceil = DialBackoffMax
+	hi := cfg.backoffMax
+	if l.cheapFail {
+		hi = min(hi, DialBackoffMax)
 	}
-	if l.fails < 40 {
-		if d := cfg.backoffMin << l.fails; d > 0 && d < ceil {
-			ceil = d
+	return jitter(backoffCeiling(cfg.backoffMin, hi, l.fails))
+}
+
+// backoffCeiling is min(hi, lo·2ⁿ), without overflow.
+func backoffCeiling(lo, hi time.Duration, n int) time.Duration {
+	d := lo
+	for ; n > 0 && d < hi; n-- {
+		if d <= 0 || d > hi/2 {
+			return hi
 		}
+		d *= 2
 	}
+	return min(d, hi)
+}
+
+// jitter is a random wait in [0, ceil): full jitter.
+func jitter(ceil time.Duration) time.Duration {
 	if ceil <= 0 {
 		return 0
 	}

@@ -281,11 +281,7 @@ func (c *Conn) onSwapDone(ev swapDone, schedule func(time.Duration)) {
 		f := Failure{Time: time.Now(), Reason: ReasonSwap, Err: ev.err, Server: rep.From}
 		c.fail(f)
 		// Keep the old connection, which works, and try again later.
-		ceil := c.cfg.backoffMax
-		if d := c.cfg.backoffMin << min(c.swapFails, 30); d > 0 && d < ceil {
-			ceil = d
-		}
-		schedule(rand.N(ceil))
+		schedule(jitter(backoffCeiling(c.cfg.backoffMin, c.cfg.backoffMax, c.swapFails)))
 	} else {
 		c.swapFails = 0
 		c.stats.swaps.Add(1)
