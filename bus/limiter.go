@@ -18,7 +18,8 @@ import (
 // on a server busy delivering messages each handshake gets a share of
 // the CPU, so the number of handshakes at once sets the pace (measured:
 // 1,000 handshakes under 200k deliveries/s took 11 s 8 at a time, 2.1 s
-// 64 at a time, 1.2 s 256 at a time).
+// 64 at a time, 1.2 s 256 at a time). The zero SwapLimiter allows one
+// dial at a time.
 type SwapLimiter struct {
 	mu       sync.Mutex
 	window   float64 // dials allowed at once
@@ -72,12 +73,16 @@ var defaultLimiter = NewAdaptiveSwapLimiter(DefaultSwapConcurrency, DefaultSwapD
 func (l *SwapLimiter) Window() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return int(l.window)
+	return int(l.windowLocked())
 }
+
+// windowLocked is the window, at least one dial, so that a zero
+// SwapLimiter does not block every swap. l.mu is held.
+func (l *SwapLimiter) windowLocked() float64 { return max(l.window, 1) }
 
 func (l *SwapLimiter) acquire(ctx context.Context) error {
 	l.mu.Lock()
-	if len(l.waiters) == 0 && float64(l.inflight) < l.window {
+	if len(l.waiters) == 0 && float64(l.inflight) < l.windowLocked() {
 		l.inflight++
 		l.mu.Unlock()
 		return nil
@@ -112,7 +117,7 @@ func (l *SwapLimiter) release(took time.Duration, ok bool) {
 	if l.adaptive {
 		l.adapt(time.Now(), took, ok)
 	}
-	for len(l.waiters) > 0 && float64(l.inflight) < l.window {
+	for len(l.waiters) > 0 && float64(l.inflight) < l.windowLocked() {
 		close(l.waiters[0])
 		l.waiters = l.waiters[1:]
 		l.inflight++

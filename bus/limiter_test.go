@@ -110,3 +110,19 @@ func TestFixedSwapLimiter(t *testing.T) {
 	}
 	b.end()
 }
+
+// A zero SwapLimiter lets one dial at a time through rather than none.
+func TestZeroSwapLimiter(t *testing.T) {
+	var l SwapLimiter
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if err := l.acquire(ctx); err != nil {
+			t.Fatalf("dial %d: %v", i, err)
+		}
+		l.release(time.Millisecond, true)
+	}
+	if w := l.Window(); w != 1 {
+		t.Fatalf("window %d, want 1", w)
+	}
+}
