@@ -33,6 +33,8 @@ type SwapLimiter struct {
 	fastest time.Duration
 	avg     time.Duration // moving average, each dial weighing 1/8
 	lastCut time.Time
+
+	now func() time.Time // the clock; tests set their own
 }
 
 // Bounds of an adaptive limiter's window.
@@ -115,7 +117,11 @@ func (l *SwapLimiter) release(took time.Duration, ok bool) {
 	defer l.mu.Unlock()
 	l.inflight--
 	if l.adaptive {
-		l.adapt(time.Now(), took, ok)
+		now := time.Now
+		if l.now != nil {
+			now = l.now
+		}
+		l.adapt(now(), took, ok)
 	}
 	for len(l.waiters) > 0 && float64(l.inflight) < l.windowLocked() {
 		close(l.waiters[0])

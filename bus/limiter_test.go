@@ -51,6 +51,9 @@ func (b *burst) end() {
 
 func TestAdaptiveSwapLimiter(t *testing.T) {
 	l := NewAdaptiveSwapLimiter(8, 100*time.Millisecond)
+	// The clock moves only when the test says so.
+	now := time.Unix(1e9, 0)
+	l.now = func() time.Time { return now }
 	b := newBurst(t, l, 100)
 	// Fast dials with swaps waiting: +1 each, doubling in a round.
 	for i := 0; i < 8; i++ {
@@ -68,7 +71,7 @@ func TestAdaptiveSwapLimiter(t *testing.T) {
 		t.Fatalf("window %d after slow dials at 17, want 12", w)
 	}
 	// A failed dial in the next round halves it.
-	l.lastCut = time.Time{}
+	now = now.Add(time.Second)
 	l.release(50*time.Millisecond, false)
 	if w := l.Window(); w != 6 {
 		t.Fatalf("window %d after a failed dial at 12, want 6", w)
