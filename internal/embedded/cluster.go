@@ -12,6 +12,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/logger"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/natscert/natscert/pki"
@@ -114,10 +115,6 @@ func Start(o Options) (*Cluster, error) {
 	if err := pki.WriteFileAtomic(filepath.Join(o.Dir, "server-ca.pem"), c.ServerCA.CertPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	ports, err := freePorts(3 * o.Servers)
-	if err != nil {
-		return nil, err
-	}
 	for i := 0; i < o.Servers; i++ {
 		name := "n" + strconv.Itoa(i+1)
 		dir := filepath.Join(o.Dir, name)
@@ -131,14 +128,7 @@ func Start(o Options) (*Cluster, error) {
 			KeyFile:      filepath.Join(dir, "server-key.pem"),
 			CAFile:       filepath.Join(dir, "client-ca.pem"),
 			TLSExtraFile: filepath.Join(dir, "tls-extra.conf"),
-			Port:         ports[3*i], HTTPPort: ports[3*i+1], ClusterPort: ports[3*i+2],
 		}
-		host := "127.0.0.1"
-		if o.DNSOnly {
-			host = "localhost"
-		}
-		s.ClientURL = fmt.Sprintf("tls://%s:%d", host, s.Port)
-		s.MonitorURL = fmt.Sprintf("http://127.0.0.1:%d", s.HTTPPort)
 		leaf, err := s.IssueCertificate(c.ServerCA)
 		if err != nil {
 			return nil, err
@@ -154,22 +144,60 @@ func Start(o Options) (*Cluster, error) {
 		}
 		c.Servers = append(c.Servers, s)
 	}
+	// The ports are free when picked, not reserved: another process (go
+	// test runs packages in parallel, each starting clusters) can take one
+	// before a server listens on it. Try again on new ports.
+	var err error
+	for range startAttempts {
+		if err = c.start(); !errors.Is(err, errListen) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// startAttempts bounds how often Start picks new ports after a server
+// could not listen on one.
+const startAttempts = 5
+
+// pickPorts is freePorts; tests replace it to hand out a taken port.
+var pickPorts = freePorts
+
+// start picks ports, writes every configuration and starts the servers,
+// stopping them all again when one fails.
+func (c *Cluster) start() error {
+	ports, err := pickPorts(3 * len(c.Servers))
+	if err != nil {
+		return err
+	}
+	for i, s := range c.Servers {
+		s.Port, s.HTTPPort, s.ClusterPort = ports[3*i], ports[3*i+1], ports[3*i+2]
+		host := "127.0.0.1"
+		if s.opts.DNSOnly {
+			host = "localhost"
+		}
+		s.ClientURL = fmt.Sprintf("tls://%s:%d", host, s.Port)
+		s.MonitorURL = fmt.Sprintf("http://127.0.0.1:%d", s.HTTPPort)
+	}
 	for _, s := range c.Servers {
 		if err := s.writeConfig(c.Servers); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	for _, s := range c.Servers {
 		if err := s.Start(); err != nil {
 			c.Close()
-			return nil, err
+			return err
 		}
 	}
 	if err := c.waitRoutes(10 * time.Second); err != nil {
 		c.Close()
-		return nil, err
+		return err
 	}
-	return c, nil
+	return nil
 }
 
 // IssueCertificate issues a server leaf for s from ca, with the SANs the
@@ -236,28 +264,77 @@ func (s *Server) writeConfig(all []*Server) error {
 	return pki.WriteFileAtomic(s.ConfigFile, buf.Bytes(), 0o644)
 }
 
-// Start starts (or restarts) the server from its configuration file.
+// errListen marks a server that could not listen on one of its ports.
+var errListen = errors.New("cannot listen")
+
+// Start starts (or restarts) the server from its configuration file. A
+// port it cannot listen on fails Start at once with the server's reason.
 func (s *Server) Start() error {
 	opts, err := server.ProcessConfigFile(s.ConfigFile)
 	if err != nil {
 		return fmt.Errorf("embedded: %s: %w", s.Name, err)
 	}
 	opts.NoSigs = true
-	opts.NoLog = !s.opts.Log && !s.opts.Debug
+	opts.NoLog = true // the log goes through startLogger
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return fmt.Errorf("embedded: %s: %w", s.Name, err)
 	}
-	if !opts.NoLog {
-		ns.ConfigureLogger()
+	log := &startLogger{fatal: make(chan string, 1)}
+	if s.opts.Log || s.opts.Debug {
+		log.out = logger.NewStdLogger(true, s.opts.Debug, false, true, true)
 	}
+	ns.SetLoggerV2(log, s.opts.Debug, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return fmt.Errorf("embedded: %s: not ready for connections within 10s", s.Name)
+	deadline := time.Now().Add(10 * time.Second)
+	for !ns.ReadyForConnections(25 * time.Millisecond) {
+		select {
+		case msg := <-log.fatal:
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return fmt.Errorf("embedded: %s: %w: %s", s.Name, errListen, msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return fmt.Errorf("embedded: %s: not ready for connections within 10s", s.Name)
+		}
 	}
 	s.NATS = ns
 	return nil
+}
+
+// startLogger passes a server's log on when Options ask for one, and keeps
+// its first fatal message: nats-server reports a port it cannot listen on
+// only through Fatalf (and the standard logger's Fatalf exits the process),
+// then runs on without that listener.
+type startLogger struct {
+	out   server.Logger // nil: no log
+	fatal chan string   // one slot
+}
+
+func (l *startLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if l.out != nil {
+		l.out.Errorf("%s", msg)
+	}
+	select {
+	case l.fatal <- msg:
+	default:
+	}
+}
+
+func (l *startLogger) Noticef(format string, v ...any) { l.logf(server.Logger.Noticef, format, v) }
+func (l *startLogger) Warnf(format string, v ...any)   { l.logf(server.Logger.Warnf, format, v) }
+func (l *startLogger) Errorf(format string, v ...any)  { l.logf(server.Logger.Errorf, format, v) }
+func (l *startLogger) Debugf(format string, v ...any)  { l.logf(server.Logger.Debugf, format, v) }
+func (l *startLogger) Tracef(format string, v ...any)  { l.logf(server.Logger.Tracef, format, v) }
+
+func (l *startLogger) logf(f func(server.Logger, string, ...any), format string, v []any) {
+	if l.out != nil {
+		f(l.out, format, v...)
+	}
 }
 
 // Stop shuts the server down and waits for it; Start brings it back on the
@@ -353,9 +430,8 @@ func (c *Cluster) waitRoutes(timeout time.Duration) error {
 	}
 }
 
-// freePorts asks the kernel for n distinct free loopback ports. A port can
-// in theory be taken between this call and the server's listen; on
-// loopback in tests that is rare enough.
+// freePorts asks the kernel for n distinct free loopback ports. One can be
+// taken between this call and the server's listen; Start then tries again.
 func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {

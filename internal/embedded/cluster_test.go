@@ -2,6 +2,9 @@ package embedded
 
 import (
 	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -72,5 +75,60 @@ func TestClusterAcceptsClientAndReloads(t *testing.T) {
 	defer sys.Close()
 	if _, err := sys.Request("$SYS.REQ.SERVER.PING", nil, 5*time.Second); err != nil {
 		t.Fatalf("system ping: %v", err)
+	}
+}
+
+// A port taken between picking and listening (go test starts clusters in
+// many packages at once) makes Start try again on new ports.
+func TestStartRetriesTakenPort(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := taken.Addr().(*net.TCPAddr).Port
+	picks := 0
+	pickPorts = func(n int) ([]int, error) {
+		picks++
+		ports, err := freePorts(n)
+		if picks == 1 && err == nil {
+			ports[3+2] = busy // n2's cluster port: n1 starts, n2 cannot
+		}
+		return ports, err
+	}
+	t.Cleanup(func() { pickPorts = freePorts })
+	ca, err := pki.NewCA("clients")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Start(Options{Dir: t.TempDir(), Servers: 2, ClientCA: ca.CertPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if picks != 2 {
+		t.Errorf("ports picked %d times, want 2", picks)
+	}
+	for _, s := range c.Servers {
+		if s.ClusterPort == busy || s.NATS == nil {
+			t.Errorf("%s: cluster port %d (taken: %d), running %v", s.Name, s.ClusterPort, busy, s.NATS != nil)
+		}
+		if got := s.NATS.Addr().(*net.TCPAddr).Port; got != s.Port {
+			t.Errorf("%s listens on %d, Port says %d", s.Name, got, s.Port)
+		}
+	}
+
+	// A restart on a port taken meanwhile fails with the server's reason,
+	// instead of waiting for a listener that never comes.
+	s := c.Servers[0]
+	s.Stop()
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port))
+	if err != nil {
+		t.Skipf("port %d was taken by someone else: %v", s.Port, err)
+	}
+	defer l.Close()
+	if err := s.Start(); !errors.Is(err, errListen) {
+		s.Stop()
+		t.Fatalf("restart on a taken port: %v, want errListen", err)
 	}
 }
