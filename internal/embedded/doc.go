@@ -12,5 +12,5 @@
 //	c, err := embedded.Start(embedded.Options{Dir: dir, Servers: 3, ClientCA: ca.CertPEM})
 //	if err != nil { ... }
 //	defer c.Close()
-//	url := c.Servers[0].ClientURL // tls://localhost:PORT
+//	url := c.Servers[0].ClientURL // tls://127.0.0.1:PORT (tls://localhost:PORT with DNSOnly)
 package embedded
