@@ -23,6 +23,15 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 		return "", err
 	}
 	r.useMaterial(mat)
+	for _, s := range r.servers {
+		// A pid file that names no nats-server is found before trust
+		// changes, not at the first reload.
+		if h, ok := s.(*hostServer); ok && h.spec.Reload.Method == ReloadSignal {
+			if _, err := h.pid(); err != nil {
+				return "", err
+			}
+		}
+	}
 	est, err := r.plan.Estimate()
 	if err != nil {
 		return "", err

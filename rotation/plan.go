@@ -488,6 +488,11 @@ func (p *Plan) Validate() error {
 			if s.Reload.Pid == 0 && s.Reload.PidFile == "" {
 				return bad(f+".reload", "method signal needs pid or pid_file")
 			}
+			// kill(2) reads pid 0 and negative pids as process groups
+			// (-1: every process the user may signal).
+			if s.Reload.Pid < 0 {
+				return bad(f+".reload.pid", "%d is not a process id", s.Reload.Pid)
+			}
 		case ReloadCommand:
 			if s.Reload.Command == nil || s.Reload.Command.Run == "" {
 				return bad(f+".reload.command.run", "required by method command")

@@ -2,6 +2,8 @@ package rotation
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -41,6 +43,7 @@ workloads:
 		{"unknown nested field", strings.Replace(base, "mode: reload", "mode: reload\n    restart_cmd: x", 1), "restart_cmd"},
 		{"bad mode", strings.Replace(base, "mode: reload", "mode: rolling", 1), `workloads[0].mode: "rolling" is not one of restart, reload`},
 		{"bad reload", strings.Replace(base, "method: none", "method: hup", 1), `servers[0].reload.method: "hup"`},
+		{"negative pid", strings.Replace(base, "method: none", "method: signal, pid: -1", 1), "servers[0].reload.pid: -1 is not a process id"},
 		{"signal without pid", strings.Replace(base, "method: none", "method: signal", 1), "servers[0].reload: method signal needs pid or pid_file"},
 		{"missing cert_file", strings.Replace(base, "cert_file: c.pem, ", "", 1), "workloads[0].members[0].cert_file: required"},
 		{"bad match", strings.Replace(base, "{name: m1,", "{name: m1, match: cn,", 1), `workloads[0].members[0].match: "cn"`},
@@ -118,5 +121,24 @@ workloads:
 	restart := strings.Replace(base, "mode: reload", "mode: restart\n    restart: {run: x}", 1)
 	if _, err := ParsePlan(strings.NewReader(strings.Replace(restart, `    gates: {log: {file: "{{.Member}}.log"}}`+"\n", "", 1))); err != nil {
 		t.Errorf("restart mode without a log: %v", err)
+	}
+}
+
+// A pid file holding 0, 1 or a negative pid is refused before any signal:
+// kill(2) would signal a process group, or every process (-1).
+func TestReloadPidFileRefusesNonServerPids(t *testing.T) {
+	dir := t.TempDir()
+	p := &Plan{Name: "x", Dir: dir}
+	for _, content := range []string{"-1", "0", "1", "x"} {
+		must(t, os.WriteFile(filepath.Join(dir, "pid"), []byte(content+"\n"), 0o644))
+		h := HostServer(p, ServerSpec{ClientURL: "tls://127.0.0.1:1", Reload: ReloadSpec{Method: ReloadSignal, PidFile: "pid"}}, nil).(*hostServer)
+		if pid, err := h.pid(); err == nil {
+			t.Errorf("pid file %q: pid %d accepted", content, pid)
+		}
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "pid"), []byte("4242\n"), 0o644))
+	h := HostServer(p, ServerSpec{ClientURL: "tls://127.0.0.1:1", Reload: ReloadSpec{Method: ReloadSignal, PidFile: "pid"}}, nil).(*hostServer)
+	if pid, err := h.pid(); err != nil || pid != 4242 {
+		t.Errorf("pid file 4242: %d, %v", pid, err)
 	}
 }

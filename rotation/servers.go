@@ -233,16 +233,9 @@ func (h *hostServer) Reload(ctx context.Context) error {
 	case ReloadNone:
 		return nil
 	case ReloadSignal:
-		pid := h.spec.Reload.Pid
-		if f := h.spec.Reload.PidFile; f != "" {
-			b, err := os.ReadFile(h.plan.path(f))
-			if err != nil {
-				return fmt.Errorf("rotation: %s: reload: %w", h.name, err)
-			}
-			pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil {
-				return fmt.Errorf("rotation: %s: reload: pid file %s: %w", h.name, f, err)
-			}
+		pid, err := h.pid()
+		if err != nil {
+			return err
 		}
 		if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 			return fmt.Errorf("rotation: %s: reload: SIGHUP to %d: %w", h.name, pid, err)
@@ -258,6 +251,27 @@ func (h *hostServer) Reload(ctx context.Context) error {
 		return h.sysRequest(ctx, "RELOAD", nil)
 	}
 	return fmt.Errorf("rotation: %s: reload method %q", h.name, h.spec.Reload.Method)
+}
+
+// pid is the process to send SIGHUP to: reload.pid, or the pid in
+// reload.pid_file as it is now.
+func (h *hostServer) pid() (int, error) {
+	pid := h.spec.Reload.Pid
+	if f := h.spec.Reload.PidFile; f != "" {
+		b, err := os.ReadFile(h.plan.path(f))
+		if err != nil {
+			return 0, fmt.Errorf("rotation: %s: reload: %w", h.name, err)
+		}
+		if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
+			return 0, fmt.Errorf("rotation: %s: reload: pid file %s: %w", h.name, f, err)
+		}
+	}
+	// 0 and negative pids signal process groups (-1: every process the
+	// user may signal), 1 is init: never a nats-server to reload.
+	if pid <= 1 {
+		return 0, fmt.Errorf("rotation: %w: %s: reload: pid %d is not a nats-server's", ErrPlan, h.name, pid)
+	}
+	return pid, nil
 }
 
 func (h *hostServer) Kick(ctx context.Context, cid uint64) error {
