@@ -146,24 +146,29 @@ func classifyErr(err error) (Reason, bool) {
 	var ue x509.UnknownAuthorityError
 	var he x509.HostnameError
 	var ie x509.CertificateInvalidError
+	var oe *net.OpError
 	var ne net.Error
+	// nats.go returns a server's -ERR to CONNECT as text only
+	// ("nats: authorization violation", "nats: authentication timeout").
 	msg := strings.ToLower(err.Error())
 	switch {
 	case errors.Is(err, ErrServerCertificate), errors.As(err, &ve), errors.As(err, &ue),
-		errors.As(err, &he), errors.As(err, &ie), strings.Contains(msg, "x509:"):
+		errors.As(err, &he), errors.As(err, &ie):
 		return ReasonServerCertificate, true
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired),
 		errors.Is(err, nats.ErrAuthRevoked), strings.Contains(msg, "authorization violation"):
 		return ReasonAuthorization, true
-	case strings.Contains(msg, "remote error: tls"):
+	case errors.As(err, &oe) && oe.Op == "remote error":
+		// A TLS alert from the server, after bus had verified it.
 		return ReasonRejected, true
 	case errors.Is(err, nats.ErrTimeout), errors.As(err, &ne) && ne.Timeout(),
-		strings.Contains(msg, "timeout"):
+		strings.Contains(msg, "authentication timeout"):
 		return ReasonTimeout, true
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH),
 		errors.Is(err, syscall.ENETUNREACH):
 		return ReasonDial, true
-	case strings.Contains(msg, "connection closed by remote after tls handshake"):
+	case errors.Is(err, nats.ErrTLS) && isClosedErr(err):
+		// nats.go: "connection closed by remote after TLS handshake".
 		return ReasonRejected, true
 	case errors.Is(err, nats.ErrTLS):
 		return ReasonTLS, true

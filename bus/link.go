@@ -586,7 +586,7 @@ func (l *link) onAsyncError(nc *nats.Conn, sub *nats.Subscription, err error) {
 	if err == nil {
 		return
 	}
-	if r, ok := classifyErr(err); ok && r != ReasonAuthorization || ok && !nc.IsConnected() {
+	if r, ok := classifyErr(err); ok && (r != ReasonAuthorization || !nc.IsConnected()) {
 		// nats.go also hands some failed attempts (an error reading the
 		// PONG to CONNECT) to this handler: bus has counted them already.
 		l.c.logger.Debug("nats async error of an attempt", "reason", string(r), "err", err)
