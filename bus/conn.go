@@ -352,15 +352,19 @@ func (c *Conn) onDown(ev downEvent) {
 		c.logger.Info("disconnected from nats", append(attrs, "reason", "new material")...)
 		return
 	}
+	// The Reason stays ReasonDisconnected, the metric's label for a lost
+	// connection; the cause, when known, leads the Detail.
+	f := Failure{Time: time.Now(), Reason: ReasonDisconnected, Err: ev.err}
 	reason := ReasonDisconnected
 	if ev.err != nil {
+		f.Detail = ev.err.Error()
 		if r, ok := classifyErr(ev.err); ok {
 			reason = r
+			f.Detail = string(r) + ": " + f.Detail
 		}
 		attrs = append(attrs, "err", ev.err.Error())
 	}
 	c.logger.Warn("disconnected from nats", append(attrs, "reason", string(reason))...)
-	f := Failure{Time: time.Now(), Reason: ReasonDisconnected, Err: ev.err}
 	if ev.est != nil {
 		f.Server, f.Generation = ev.est.url, ev.est.gen
 		if ev.est.presented != nil {
