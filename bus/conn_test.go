@@ -49,7 +49,7 @@ func TestConnectPublishSubscribeRequest(t *testing.T) {
 		t.Fatalf("request: %v %v", r, err)
 	}
 	st := c.Status()
-	if !st.Connected || st.Presented == nil || st.Presented.CertSHA256 != fp(leaf) {
+	if !st.Connected || st.Presented == nil || st.Presented.CertSHA256 != fp(leaf) || st.ConnectedAt.IsZero() {
 		t.Fatalf("status: %+v", st)
 	}
 	if len(st.Roots) != 1 || st.TLSName != "127.0.0.1" {

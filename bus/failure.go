@@ -100,7 +100,8 @@ type Failure struct {
 	// NextDelay is the backoff before the next attempt.
 	NextDelay time.Duration `json:"next_delay,omitempty"`
 	Err       error         `json:"-"`
-	// Detail is Err as text.
+	// Detail is Err as text; for a disconnect, led by its cause's reason
+	// when known ("timeout: ...").
 	Detail string `json:"detail,omitempty"`
 }
 

@@ -41,9 +41,10 @@ type attempt struct {
 	tlsName   string
 	notListed bool // the server did not list our issuer among acceptable CAs
 
-	done     atomic.Bool // read lock-free by trackedConn
-	ok       bool
-	serverID string
+	done      atomic.Bool // read lock-free by trackedConn
+	ok        bool
+	serverID  string
+	connected time.Time // when nats.go reported the connection up
 }
 
 // link is one nats.Conn and what bus knows about it. A Conn has one link,
@@ -547,6 +548,9 @@ func (l *link) markUp(nc *nats.Conn, reconnected bool) {
 	est := l.est
 	if est != nil {
 		est.serverID = nc.ConnectedServerId()
+		if est.connected.IsZero() {
+			est.connected = time.Now()
+		}
 	}
 	l.mu.Unlock()
 	first := false

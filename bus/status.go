@@ -23,9 +23,10 @@ type Status struct {
 	// Generation is the material generation of the connection in use;
 	// SourceGeneration the one the source serves now. They differ while a
 	// change waits for its spread delay or a reconnect.
-	Generation       uint64    `json:"generation"`
-	SourceGeneration uint64    `json:"source_generation"`
-	ConnectedAt      time.Time `json:"connected_at,omitzero"`
+	Generation       uint64 `json:"generation"`
+	SourceGeneration uint64 `json:"source_generation"`
+	// ConnectedAt is when the connection in use came up.
+	ConnectedAt time.Time `json:"connected_at,omitzero"`
 	// TLSName is the name the server's certificate was verified against.
 	TLSName string `json:"tls_name,omitempty"`
 
@@ -79,7 +80,7 @@ func (c *Conn) Status() Status {
 	l.mu.Lock()
 	if est := l.est; est != nil {
 		st.Presented, st.Roots, st.Generation = est.presented, est.roots, est.gen
-		st.ConnectedAt, st.TLSName = est.start, est.tlsName
+		st.ConnectedAt, st.TLSName = est.connected, est.tlsName
 	}
 	l.mu.Unlock()
 	return st
