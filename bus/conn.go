@@ -490,7 +490,7 @@ func (c *Conn) Publish(subj string, data []byte) error {
 	c.pubMu.RLock()
 	err := c.active.Load().conn().Publish(subj, data)
 	c.pubMu.RUnlock()
-	return err
+	return closedErr(err)
 }
 
 // PublishMsg publishes m through the connection in use.
@@ -498,7 +498,7 @@ func (c *Conn) PublishMsg(m *nats.Msg) error {
 	c.pubMu.RLock()
 	err := c.active.Load().conn().PublishMsg(m)
 	c.pubMu.RUnlock()
-	return err
+	return closedErr(err)
 }
 
 // acquire returns the link in use with one more request in flight on it,
@@ -518,7 +518,8 @@ func (c *Conn) acquire() *link {
 func (c *Conn) Request(subj string, data []byte, timeout time.Duration) (*nats.Msg, error) {
 	l := c.acquire()
 	defer l.inflight.Add(-1)
-	return l.conn().Request(subj, data, timeout)
+	m, err := l.conn().Request(subj, data, timeout)
+	return m, closedErr(err)
 }
 
 // RequestWithContext sends a request and waits for the reply until ctx
@@ -526,24 +527,35 @@ func (c *Conn) Request(subj string, data []byte, timeout time.Duration) (*nats.M
 func (c *Conn) RequestWithContext(ctx context.Context, subj string, data []byte) (*nats.Msg, error) {
 	l := c.acquire()
 	defer l.inflight.Add(-1)
-	return l.conn().RequestWithContext(ctx, subj, data)
+	m, err := l.conn().RequestWithContext(ctx, subj, data)
+	return m, closedErr(err)
 }
 
 // RequestMsg sends a request message and waits up to timeout.
 func (c *Conn) RequestMsg(m *nats.Msg, timeout time.Duration) (*nats.Msg, error) {
 	l := c.acquire()
 	defer l.inflight.Add(-1)
-	return l.conn().RequestMsg(m, timeout)
+	r, err := l.conn().RequestMsg(m, timeout)
+	return r, closedErr(err)
 }
 
 // Flush waits until the server has processed everything published so far.
 func (c *Conn) Flush() error {
-	return c.active.Load().conn().Flush()
+	return closedErr(c.active.Load().conn().Flush())
 }
 
 // FlushWithContext is Flush bounded by ctx.
 func (c *Conn) FlushWithContext(ctx context.Context) error {
-	return c.active.Load().conn().FlushWithContext(ctx)
+	return closedErr(c.active.Load().conn().FlushWithContext(ctx))
+}
+
+// closedErr wraps nats.ErrConnectionClosed in ErrClosed: callers may test
+// for either.
+func closedErr(err error) error {
+	if errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
 }
 
 // Close closes the connection at once, and the source if ConnectFromEnv

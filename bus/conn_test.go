@@ -58,6 +58,15 @@ func TestConnectPublishSubscribeRequest(t *testing.T) {
 	if p := f.presented("member-1"); len(p) != 1 || p[0] != fp(leaf) {
 		t.Fatalf("connz presented %v, want %s", p, fp(leaf))
 	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, rerr := c.Request("svc", nil, time.Second)
+	for _, err := range []error{c.Publish("fan", nil), rerr, c.Flush()} {
+		if !errors.Is(err, ErrClosed) || !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Fatalf("after Close: %v, want ErrClosed wrapping nats.ErrConnectionClosed", err)
+		}
+	}
 }
 
 func TestEnvRequiresCertAndKeyTogether(t *testing.T) {

@@ -15,7 +15,8 @@ import (
 
 // Sentinel errors callers branch on.
 var (
-	// ErrClosed is returned by a Conn that was closed.
+	// ErrClosed is returned by a Conn that was closed. Where nats.go
+	// returned nats.ErrConnectionClosed, the error wraps both.
 	ErrClosed = errors.New("bus: connection closed")
 	// ErrServerCertificate wraps a server certificate bus refused: not
 	// issued by the roots in use, expired, or not valid for the name.
