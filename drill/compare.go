@@ -12,7 +12,8 @@ import (
 // Compare runs the same drill once per strategy (restart, reconnect,
 // swap), one after the other on a fresh cluster each, with the same
 // members, rate and seed. progress, when not nil, gives the Progress of
-// each run. A run that could not start ends the comparison with its error.
+// each run. A run that could not start, or was interrupted, ends the
+// comparison with its error.
 // When cfg.Dir is set, each run uses a subdirectory named after its
 // strategy.
 func Compare(ctx context.Context, cfg Config, progress func(Strategy) Progress) ([]*Result, error) {

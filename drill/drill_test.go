@@ -2,6 +2,7 @@ package drill
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,6 +118,29 @@ func TestDrillRestartAndReconnect(t *testing.T) {
 				t.Errorf("report lost %d, tally %d", res.Report.Lost.Messages, res.Messages.Lost)
 			}
 		})
+	}
+}
+
+// Interrupted once the rotation has begun, a drill is not a broken
+// promise: Run says ErrInterrupted (the CLI exits 4), and Compare starts
+// no further strategy.
+func TestDrillInterruptedDuringRotation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var started []Strategy
+	results, err := Compare(ctx, smallConfig(t, StrategyRestart), func(s Strategy) Progress {
+		started = append(started, s)
+		return func(e Event) {
+			if strings.HasPrefix(e.Text, "rotation: ") {
+				cancel()
+			}
+		}
+	})
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err %v, want ErrInterrupted", err)
+	}
+	if len(results) != 0 || len(started) != 1 {
+		t.Fatalf("%d results, strategies started %v: want the first interrupted and no other", len(results), started)
 	}
 }
 

@@ -21,7 +21,8 @@ import (
 // the members' client CA through the rotation package, and accounts for
 // every message and request. The returned Result says whether every
 // promise of the strategy held; an error means the drill itself could not
-// run (the cluster did not start, a member could not connect).
+// run (the cluster did not start, a member could not connect) or was
+// interrupted (ErrInterrupted).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -38,8 +39,25 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, fmt.Errorf("drill: %w", err)
 	}
 	defer d.close()
-	return d.run(ctx, dir)
+	res, err := d.run(ctx, dir)
+	switch {
+	case ctx.Err() != nil:
+		if err == nil {
+			err = context.Cause(ctx)
+		}
+	case err == nil && errors.Is(res.RotationErr, rotation.ErrInterrupted):
+		err = res.RotationErr
+	default:
+		return res, err
+	}
+	// Stopped part-way: no promise was tested to the end, so the result
+	// must not read as a broken one.
+	return res, fmt.Errorf("drill: %w: %w", ErrInterrupted, err)
 }
+
+// ErrInterrupted: the context ended before the drill finished. Run
+// returns it with what was measured so far, when anything was.
+var ErrInterrupted = errors.New("interrupted")
 
 // run is one drill in progress; its fields are owned by Run's goroutine
 // unless they say otherwise.
@@ -242,9 +260,6 @@ func (d *run) run(ctx context.Context, dir string) (*Result, error) {
 	d.account(res, windowStart, windowEnd, rotStart, rotEnd)
 	res.Duration = time.Since(d.start)
 	d.note("done in %v: %s", res.Duration.Round(100*time.Millisecond), res.verdictLine())
-	if err := ctx.Err(); err != nil && res.RotationErr == nil {
-		return res, fmt.Errorf("drill: interrupted: %w", err)
-	}
 	return res, nil
 }
 

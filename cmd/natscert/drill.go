@@ -220,7 +220,7 @@ func verdict(r *drill.Result) string {
 // drillError maps a drill that could not run to an exit code: interrupted
 // (4) or incomplete (3).
 func drillError(ctx context.Context, err error) error {
-	if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+	if ctx.Err() != nil || errors.Is(err, drill.ErrInterrupted) {
 		return exitWith(exitInterrupted, err)
 	}
 	return exitWith(exitIncomplete, err)
