@@ -96,8 +96,12 @@ func TestDrillSwapLosesNothing(t *testing.T) {
 func TestDrillRestartAndReconnect(t *testing.T) {
 	for _, s := range []Strategy{StrategyRestart, StrategyReconnect} {
 		t.Run(string(s), func(t *testing.T) {
-			// No deadline on purpose: the CLI's context has none.
-			res, err := Run(context.Background(), smallConfig(t, s))
+			// A deadline so that a hang fails here rather than at go
+			// test's timeout. The CLI's context has none: TestDrillCommand
+			// runs without one, and members set their own start deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			res, err := Run(ctx, smallConfig(t, s))
 			if err != nil {
 				t.Fatal(err)
 			}
