@@ -4,7 +4,8 @@
 //
 //  1. preflight: material inspected, every server readable, every member
 //     present, the budget within the SLA;
-//  2. trust_both: ca_file = old+new client CA, reload, config_load_time
+//  2. trust_both: ca_file = what it held + the new client CA (every other
+//     CA it trusts kept), reload, config_load_time
 //     changed and probes under both CAs accepted on every server;
 //  3. server_roots (when material.new_server_ca is set: a server CA
 //     rotation): every member's roots file = old+new server CA, wave by
@@ -28,8 +29,8 @@
 //     lines and checks within limits. A failed gate pauses (ErrPaused) or
 //     aborts (ErrGateFailed);
 //  7. converged: every member on new material, settled;
-//  8. revoke: ca_file = new client CA only (or, when old and new client CA
-//     are the same, pinned_certs = the new leaves only, which the reload
+//  8. revoke: ca_file = that bundle without the old client CA (or, when
+//     old and new client CA are the same, pinned_certs = the new leaves only, which the reload
 //     enforces on live connections too), reload; every connection still
 //     presenting old material is kicked and its member must come back on
 //     new material;

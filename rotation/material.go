@@ -19,6 +19,7 @@ type loaded struct {
 	serverRoots *x509.CertPool
 	oldCA       []byte
 	newCA       []byte
+	oldCACerts  []*x509.Certificate
 	newCACerts  []*x509.Certificate
 	probeOld    tls.Certificate
 	probeNew    tls.Certificate
@@ -109,7 +110,7 @@ func loadMaterial(p *Plan) (*loaded, error) {
 	if err := fs1.Err(); err != nil {
 		return nil, fmt.Errorf("rotation: %w: material.old_client_ca: %v", ErrPlan, err)
 	}
-	l.newCACerts = newCerts
+	l.oldCACerts, l.newCACerts = oldCerts, newCerts
 	shared := 0
 	for _, o := range oldCerts {
 		for _, n := range newCerts {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,12 +26,19 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 	}
 	r.useMaterial(mat)
 	for _, s := range r.servers {
-		// A pid file that names no nats-server is found before trust
-		// changes, not at the first reload.
+		// A pid file that names no nats-server, or a ca_file that cannot
+		// be read or bundled, is found before anything is touched.
 		if h, ok := s.(*hostServer); ok && h.spec.Reload.Method == ReloadSignal {
 			if _, err := h.pid(); err != nil {
 				return "", err
 			}
+		}
+		orig, err := r.originalCA(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		if _, err := r.trustBundle(s, orig, false); err != nil {
+			return "", err
 		}
 	}
 	est, err := r.plan.Estimate()
@@ -128,50 +137,91 @@ func (r *Runner) useMaterial(mat *loaded) {
 // observes it: config_load_time changed, and probes under both CAs are
 // accepted by every server.
 func (r *Runner) trustBoth(ctx context.Context) (string, error) {
-	bundle, err := pki.Bundle(r.mat.oldCA, r.mat.newCA)
-	if err != nil {
-		return "", fmt.Errorf("rotation: trust both: %w", err)
-	}
+	bundles := map[string][]byte{}
 	for _, s := range r.servers {
-		if err := r.backupServerCA(ctx, s); err != nil {
+		orig, err := r.backupServerCA(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		if bundles[s.Name()], err = r.trustBundle(s, orig, false); err != nil {
 			return "", err
 		}
 	}
-	return r.setTrust(ctx, PhaseTrustBoth, bundle, map[string]bool{"old": true, "new": true})
+	return r.setTrust(ctx, PhaseTrustBoth, bundles, map[string]bool{"old": true, "new": true})
 }
 
-// backupServerCA keeps a copy of a server's ca_file, once, for abort.
-func (r *Runner) backupServerCA(ctx context.Context, s Server) error {
+// trustBundle is a server's ca_file built from orig, the one it had before
+// the rotation: the new client CA added (trust_both), then the old client
+// CA removed (revoke; kept when old and new are the same CA). Every other
+// CA the server trusts (monitoring, other teams, leaf nodes) stays, in
+// its order.
+func (r *Runner) trustBundle(s Server, orig []byte, revoke bool) ([]byte, error) {
+	certs, err := pki.BundleCertificates(orig, r.mat.newCA)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: %w: %s: ca_file: %w", ErrPlan, s.Name(), err)
+	}
+	if revoke && !r.mat.pinned {
+		certs = slices.DeleteFunc(certs, func(c *x509.Certificate) bool {
+			return slices.ContainsFunc(r.mat.oldCACerts, c.Equal)
+		})
+	}
+	return pki.EncodeCertificates(certs...), nil
+}
+
+// backupServerCA keeps a copy of a server's ca_file, once, for abort and
+// for the bundles of trust_both and revoke; it returns the copy.
+func (r *Runner) backupServerCA(ctx context.Context, s Server) ([]byte, error) {
+	b, err := r.originalCA(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	path := r.serverBackup(s)
 	if _, err := os.Stat(path); err == nil {
-		return nil
+		return b, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("rotation: backup: %w", err)
+	}
+	if err := pki.WriteFileAtomic(path, b, 0o644); err != nil {
+		return nil, fmt.Errorf("rotation: backup: %w", err)
+	}
+	return b, nil
+}
+
+// originalCA is the ca_file s had before the rotation: its backup, once
+// taken; before that, the file as it is now or, when it is remote and
+// cannot be read back, the plan's copy of it (servers[].current_ca).
+func (r *Runner) originalCA(ctx context.Context, s Server) ([]byte, error) {
+	if b, err := os.ReadFile(r.serverBackup(s)); err == nil {
+		return b, nil
 	}
 	b, err := s.ReadClientCA(ctx)
 	if err != nil {
-		return fmt.Errorf("rotation: %w: %w", ErrIncomplete, err)
+		return nil, fmt.Errorf("rotation: %w: %w", ErrIncomplete, err)
 	}
-	if len(b) == 0 {
-		b = r.mat.oldCA
+	if len(b) > 0 {
+		return b, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("rotation: backup: %w", err)
+	h, ok := s.(*hostServer)
+	if !ok || h.spec.CurrentCA == "" {
+		return nil, fmt.Errorf("rotation: %w: %s: its ca_file cannot be read back: give servers[].current_ca, a copy of what it holds now, so that the CAs it trusts besides the old client CA are kept", ErrPlan, s.Name())
 	}
-	if err := pki.WriteFileAtomic(path, b, 0o644); err != nil {
-		return fmt.Errorf("rotation: backup: %w", err)
+	if b, err = os.ReadFile(r.plan.path(h.spec.CurrentCA)); err != nil {
+		return nil, fmt.Errorf("rotation: %w: %s: current_ca: %v", ErrPlan, s.Name(), err)
 	}
-	return nil
+	return b, nil
 }
 
 func (r *Runner) serverBackup(s Server) string {
 	return filepath.Join(r.plan.stateDir(), "servers", safeName(s.Name()), "ca_file.pem")
 }
 
-// setTrust writes bundle as every server's ca_file, reloads each in turn
+// setTrust writes bundles (by server name) as the servers' ca_file, reloads each in turn
 // (stopping at the first that fails), and waits until every server shows a
 // new config_load_time and answers the probes as want says (true:
 // accepted). The old probe is only required to be accepted, never
 // rejected, here: rejection is the proof's to observe.
-func (r *Runner) setTrust(ctx context.Context, phase string, bundle []byte, want map[string]bool) (string, error) {
+func (r *Runner) setTrust(ctx context.Context, phase string, bundles map[string][]byte, want map[string]bool) (string, error) {
 	before, err := r.loadTimes(ctx)
 	if err != nil {
 		return "", err
@@ -181,9 +231,9 @@ func (r *Runner) setTrust(ctx context.Context, phase string, bundle []byte, want
 		if err != nil {
 			return "", fmt.Errorf("rotation: %w: %w", ErrIncomplete, err)
 		}
-		// A nil bundle: the files were written already (abort restores
+		// No bundle: the files were written already (abort restores
 		// each server's own).
-		if bundle != nil && !bytes.Equal(cur, bundle) {
+		if bundle := bundles[s.Name()]; bundle != nil && !bytes.Equal(cur, bundle) {
 			if err := s.WriteClientCA(ctx, bundle); err != nil {
 				return "", fmt.Errorf("rotation: %w: %s: %w", ErrPhaseFailed, s.Name(), err)
 			}
@@ -571,7 +621,17 @@ func (r *Runner) revoke(ctx context.Context) (string, error) {
 			}
 		}
 	}
-	obs, err := r.setTrust(ctx, PhaseRevoke, r.mat.newCA, map[string]bool{"new": true})
+	bundles := map[string][]byte{}
+	for _, s := range r.servers {
+		orig, err := r.originalCA(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		if bundles[s.Name()], err = r.trustBundle(s, orig, true); err != nil {
+			return "", err
+		}
+	}
+	obs, err := r.setTrust(ctx, PhaseRevoke, bundles, map[string]bool{"new": true})
 	if err != nil {
 		return "", err
 	}

@@ -67,6 +67,11 @@ type ServerSpec struct {
 	// Deliver copies a local file to the server's host; default: the
 	// server's files are local paths.
 	Deliver *Command `yaml:"deliver" json:"deliver,omitempty"`
+	// CurrentCA is a local copy of what ca_file holds now; required
+	// with deliver, whose files are not read back. trust_both adds the
+	// new client CA to it and revoke removes the old one, so that every
+	// other CA the server trusts is kept; abort restores it.
+	CurrentCA string `yaml:"current_ca" json:"current_ca,omitempty"`
 	// CertFile and KeyFile are the server's own certificate and key
 	// (tls.cert_file, tls.key_file); required with material.server_certs.
 	CertFile string `yaml:"cert_file" json:"cert_file,omitempty"`
@@ -476,6 +481,9 @@ func (p *Plan) Validate() error {
 		}
 		if s.CAFile == "" {
 			return bad(f+".ca_file", "required")
+		}
+		if s.Deliver != nil && s.CurrentCA == "" {
+			return bad(f+".current_ca", "required with deliver: ca_file is not read back, and trust_both and revoke keep the other CAs it trusts")
 		}
 		if s.Name != "" {
 			if names[s.Name] {

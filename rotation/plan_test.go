@@ -43,6 +43,7 @@ workloads:
 		{"unknown nested field", strings.Replace(base, "mode: reload", "mode: reload\n    restart_cmd: x", 1), "restart_cmd"},
 		{"bad mode", strings.Replace(base, "mode: reload", "mode: rolling", 1), `workloads[0].mode: "rolling" is not one of restart, reload`},
 		{"bad reload", strings.Replace(base, "method: none", "method: hup", 1), `servers[0].reload.method: "hup"`},
+		{"remote ca_file without its copy", strings.Replace(base, "reload: {method: none}", "reload: {method: none}, deliver: {run: scp}", 1), "servers[0].current_ca: required with deliver"},
 		{"negative pid", strings.Replace(base, "method: none", "method: signal, pid: -1", 1), "servers[0].reload.pid: -1 is not a process id"},
 		{"signal without pid", strings.Replace(base, "method: none", "method: signal", 1), "servers[0].reload: method signal needs pid or pid_file"},
 		{"missing cert_file", strings.Replace(base, "cert_file: c.pem, ", "", 1), "workloads[0].members[0].cert_file: required"},

@@ -62,11 +62,23 @@ func TestRotateReloadAndRestart(t *testing.T) {
 	f.addClient("s1", "", true)
 	f.addClient("s2", "", true)
 	oldFP := fingerprintOf(t, f.clients["s1"].certFile)
+	// One server also trusts another team's CA: the rotation adds and
+	// removes client CAs around it, never drops it.
+	third, err := pki.NewCA("monitoring CA")
+	must(t, err)
+	thirdCAFile := f.cluster.Servers[1].CAFile
+	must(t, os.WriteFile(thirdCAFile, append(append([]byte(nil), third.CertPEM...), f.old.CertPEM...), 0o644))
+	var trustBoth []byte
 
 	var events eventLog
 	r, err := New(f.plan([]string{"api-1", "api-2"}, []string{"s1", "s2"}),
 		WithServers(f.servers()...), WithTarget("static", &target{f: f}),
-		WithEvents(events.add), WithPollInterval(100*time.Millisecond))
+		WithEvents(func(e Event) {
+			if e.Kind == PhaseEnded && e.Phase == PhaseTrustBoth {
+				trustBoth, _ = os.ReadFile(thirdCAFile)
+			}
+			events.add(e)
+		}), WithPollInterval(100*time.Millisecond))
 	must(t, err)
 	res, err := r.Run(testContext(t))
 	if err != nil {
@@ -119,9 +131,21 @@ func TestRotateReloadAndRestart(t *testing.T) {
 			t.Errorf("old fingerprint still presented: %+v", c)
 		}
 	}
-	ca, _ := os.ReadFile(f.cluster.Servers[1].CAFile)
+	ca, _ := os.ReadFile(f.cluster.Servers[0].CAFile)
 	if !bytes.Equal(ca, f.new.CertPEM) {
 		t.Errorf("ca_file after revoke is not the new CA only")
+	}
+	if want := pki.EncodeCertificates(third.Cert, f.old.Cert, f.new.Cert); !bytes.Equal(trustBoth, want) {
+		t.Errorf("ca_file after trust_both is not monitoring+old+new:\n%s", trustBoth)
+	}
+	if ca, _ := os.ReadFile(thirdCAFile); !bytes.Equal(ca, pki.EncodeCertificates(third.Cert, f.new.Cert)) {
+		t.Errorf("ca_file after revoke is not monitoring+new:\n%s", ca)
+	}
+	thirdLeaf, err := third.Issue("monitoring", pki.RoleClient)
+	must(t, err)
+	s1 := f.cluster.Servers[1]
+	if pr := (&Probe{Cert: thirdLeaf.TLSCertificate(), Roots: f.roots}).Run(testContext(t), s1.Name, s1.ClientURL); pr.Outcome != Accepted {
+		t.Errorf("a client of the other CA after revoke: %s (%s)", pr.Outcome, pr.Detail)
 	}
 	if events.count(WaveGated) != 4 || events.count(PhaseObserved) != 6 {
 		t.Errorf("events: %d wave_gated, %d phase_observed", events.count(WaveGated), events.count(PhaseObserved))
@@ -149,6 +173,11 @@ func TestGateFailureThenAbort(t *testing.T) {
 	tg := &target{f: f, skip: map[string]bool{"s2": true}}
 	p := f.plan([]string{"api-1"}, []string{"s1", "s2"})
 	p.Workloads[1].Gates.Timeout = 3 * time.Second
+	// Abort restores the bytes a server had, not a bundle rebuilt.
+	third, err := pki.NewCA("leaf nodes CA")
+	must(t, err)
+	orig := []byte("\n" + string(third.CertPEM) + "\n" + string(f.old.CertPEM))
+	must(t, os.WriteFile(f.cluster.Servers[2].CAFile, orig, 0o644))
 	r, err := New(p, WithServers(f.servers()...), WithTarget("static", tg), WithPollInterval(100*time.Millisecond))
 	must(t, err)
 	res, err := r.Run(testContext(t))
@@ -178,10 +207,13 @@ func TestGateFailureThenAbort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Abort: %v (%+v)", err, res)
 	}
-	for _, s := range f.cluster.Servers {
-		ca, _ := os.ReadFile(s.CAFile)
-		if !bytes.Equal(ca, f.old.CertPEM) {
-			t.Fatalf("%s: ca_file not restored", s.Name)
+	for i, s := range f.cluster.Servers {
+		want := f.old.CertPEM
+		if i == 2 {
+			want = orig
+		}
+		if ca, _ := os.ReadFile(s.CAFile); !bytes.Equal(ca, want) {
+			t.Fatalf("%s: ca_file not restored:\n%s", s.Name, ca)
 		}
 	}
 	for id, c := range f.clients {
