@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -136,6 +139,9 @@ expected member could not be seen.`,
 			}
 			opts = append(opts, fleet.WithSettle(settle), fleet.WithPageSize(pageSize))
 
+			if err := checkSystemFiles(auth); err != nil {
+				return err
+			}
 			var src fleet.Source
 			if len(monitors) > 0 {
 				src = fleet.Monitor(monitors...)
@@ -207,6 +213,35 @@ expected member could not be seen.`,
 	f.BoolVar(&asJSON, "json", false, "print the status, with every connection, as JSON")
 	f.IntVar(&pageSize, "page-size", fleet.DefaultPageSize, "connections per connz page")
 	return cmd
+}
+
+// checkSystemFiles reads the system connection's files before any dial:
+// a file that cannot be read is a usage error (exit 2), where a failed
+// dial would read as an unreachable cluster (exit 3).
+func checkSystemFiles(a fleet.SystemAuth) error {
+	if (a.CertFile == "") != (a.KeyFile == "") {
+		return usageError("status: --system-cert and --system-key go together")
+	}
+	if a.CertFile != "" {
+		if _, err := tls.LoadX509KeyPair(a.CertFile, a.KeyFile); err != nil {
+			return usageError("status: --system-cert, --system-key: %w", err)
+		}
+	}
+	if a.CAFile != "" {
+		data, err := os.ReadFile(a.CAFile)
+		if err == nil && !x509.NewCertPool().AppendCertsFromPEM(data) {
+			err = fmt.Errorf("%s: no PEM certificate", a.CAFile)
+		}
+		if err != nil {
+			return usageError("status: --system-ca: %w", err)
+		}
+	}
+	if a.CredsFile != "" {
+		if _, err := os.ReadFile(a.CredsFile); err != nil {
+			return usageError("status: --system-creds: %w", err)
+		}
+	}
+	return nil
 }
 
 // splitList flattens repeated and comma-separated values.

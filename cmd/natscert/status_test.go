@@ -117,6 +117,19 @@ func TestStatusCommand(t *testing.T) {
 	if code, _, _ := cli("--monitor", monitor, "--new", filepath.Join(dir, "nope.pem")); code != exitUsage {
 		t.Fatalf("unreadable material: %d", code)
 	}
+	// Unreadable system-connection files: exit 2, not an unreachable
+	// cluster.
+	nope := filepath.Join(dir, "nope.pem")
+	for _, bad := range [][]string{
+		{"--system-cert", nope, "--system-key", sysKey},
+		{"--system-cert", sysCert, "--system-key", nope},
+		{"--system-cert", sysCert, "--system-key", sysKey, "--system-ca", nope},
+		{"--system-cert", sysCert, "--system-key", sysKey, "--system-ca", sysKey},
+	} {
+		if code, _, errs := cli(append([]string{"--system-url", c.Servers[0].ClientURL, "--new", newDir}, bad...)...); code != exitUsage {
+			t.Fatalf("%v: exit %d, want %d\n%s", bad, code, exitUsage, errs)
+		}
+	}
 	// a moves to new material: --wait converges, exit 0.
 	a.Close()
 	dial(c.Servers[1].ClientURL, newLeaf, "a")
