@@ -132,7 +132,7 @@ func BenchmarkRootCAs(b *testing.B) {
 func BenchmarkValidate(b *testing.B) {
 	ca := newCA(b, "CA")
 	leaf := issue(b, ca, "client")
-	c := contents{cert: leaf.CertPEM, key: leaf.KeyPEM, roots: ca.CertPEM, issuer: ca.CertPEM}
+	c := pki.SetPEM{Cert: leaf.CertPEM, Key: leaf.KeyPEM, Roots: ca.CertPEM, Issuer: ca.CertPEM}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := validate(c, pki.CheckOptions{}); err != nil {

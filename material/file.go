@@ -360,24 +360,24 @@ func (s *FileSource) run() {
 }
 
 // read reads every configured file.
-func (s *FileSource) read() (contents, error) {
-	var c contents
+func (s *FileSource) read() (pki.SetPEM, error) {
+	var c pki.SetPEM
 	for _, f := range []struct {
 		what string
 		path string
 		dst  *[]byte
 	}{
-		{"cert", s.files.Cert, &c.cert},
-		{"key", s.files.Key, &c.key},
-		{"roots", s.files.Roots, &c.roots},
-		{"issuer", s.files.Issuer, &c.issuer},
+		{"cert", s.files.Cert, &c.Cert},
+		{"key", s.files.Key, &c.Key},
+		{"roots", s.files.Roots, &c.Roots},
+		{"issuer", s.files.Issuer, &c.Issuer},
 	} {
 		if f.path == "" {
 			continue
 		}
 		b, err := os.ReadFile(f.path)
 		if err != nil {
-			return contents{}, fmt.Errorf("material: %s file: %w: %w", f.what, pki.ErrUnreadable, err)
+			return pki.SetPEM{}, fmt.Errorf("material: %s file: %w: %w", f.what, pki.ErrUnreadable, err)
 		}
 		if b == nil {
 			b = []byte{} // configured but empty is not "not configured"
@@ -397,16 +397,15 @@ func (s *FileSource) load(trigger string) Event {
 	switch {
 	case err != nil:
 		ev.Kind, ev.Err = EventRejected, err
-	case cur != nil && c.hash() == cur.sum:
+	case cur != nil && hash(c) == cur.sum:
 		ev.Kind = EventUnchanged
 	default:
 		next, fs, err := validate(c, pki.CheckOptions{Role: s.cfg.role, Skew: s.cfg.skew, Now: now})
-		ev.Findings = s.withFiles(fs)
+		ev.Findings = fs.WithFiles(s.files.Cert, s.files.Key, s.files.Roots, s.files.Issuer)
 		if err != nil {
 			ev.Kind, ev.Err = EventRejected, err
 			break
 		}
-		next.sum = c.hash()
 		next.Snapshot.LoadedAt = now
 		next.Snapshot.Generation = 1
 		if cur != nil {
@@ -466,23 +465,6 @@ func (s *FileSource) report(ev Event, trigger string) {
 	for _, fn := range fns {
 		fn(ev)
 	}
-}
-
-// withFiles names the file of every finding.
-func (s *FileSource) withFiles(fs pki.Findings) pki.Findings {
-	for i := range fs {
-		switch fs[i].What {
-		case "cert":
-			fs[i].File = s.files.Cert
-		case "key":
-			fs[i].File = s.files.Key
-		case "roots":
-			fs[i].File = s.files.Roots
-		case "issuer":
-			fs[i].File = s.files.Issuer
-		}
-	}
-	return fs
 }
 
 // rejection says why a set was rejected, naming the files at fault.

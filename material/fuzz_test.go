@@ -51,7 +51,7 @@ func FuzzValidate(f *testing.F) {
 			}
 			return b
 		}
-		c := contents{cert: pick(1, cert), key: pick(2, key), roots: pick(4, roots), issuer: pick(8, issuer)}
+		c := pki.SetPEM{Cert: pick(1, cert), Key: pick(2, key), Roots: pick(4, roots), Issuer: pick(8, issuer)}
 		s, fs, err := validate(c, pki.CheckOptions{Role: pki.RoleClient, Now: now, Skew: time.Minute})
 		if err != nil {
 			if !errors.Is(err, pki.ErrInvalid) {
@@ -69,8 +69,8 @@ func FuzzValidate(f *testing.F) {
 			t.Fatalf("accepted with error findings: %v", fs)
 		}
 		hasCert := len(s.Cert.Certificate) > 0
-		if hasCert != (c.cert != nil || c.key != nil) {
-			t.Fatalf("hasCert %v for cert %v key %v", hasCert, c.cert != nil, c.key != nil)
+		if hasCert != (c.Cert != nil || c.Key != nil) {
+			t.Fatalf("hasCert %v for cert %v key %v", hasCert, c.Cert != nil, c.Key != nil)
 		}
 		if hasCert {
 			leaf := s.Cert.Leaf
@@ -87,8 +87,8 @@ func FuzzValidate(f *testing.F) {
 			if s.Snapshot.Leaf == nil || s.Snapshot.Leaf.CertSHA256 != pki.CertSHA256(leaf) {
 				t.Fatal("snapshot does not describe the served leaf")
 			}
-			if c.issuer != nil {
-				issuers, _ := pki.ParseCertificates(c.issuer)
+			if c.Issuer != nil {
+				issuers, _ := pki.ParseCertificates(c.Issuer)
 				inter := x509.NewCertPool()
 				for _, der := range s.Cert.Certificate[1:] {
 					if ic, err := x509.ParseCertificate(der); err == nil {
@@ -100,7 +100,7 @@ func FuzzValidate(f *testing.F) {
 				}
 			}
 		}
-		if (s.Roots != nil) != (c.roots != nil) {
+		if (s.Roots != nil) != (c.Roots != nil) {
 			t.Fatal("roots pool presence differs from the roots file's")
 		}
 		for _, r := range s.Snapshot.Roots {

@@ -11,7 +11,7 @@ import (
 const (
 	DefaultRecheckInterval = time.Minute
 	DefaultDebounce        = 25 * time.Millisecond
-	DefaultClockSkew       = time.Minute
+	DefaultClockSkew       = pki.DefaultClockSkew
 )
 
 // FileOption adjusts a FileSource.

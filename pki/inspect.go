@@ -236,6 +236,96 @@ func CheckBundle(data []byte, what string, o CheckOptions) ([]*x509.Certificate,
 	return certs, fs
 }
 
+// DefaultClockSkew is how far clocks may differ before a validity window
+// counts as missed: what material.FileSource tolerates by default, and
+// natscert inspect too, so that both judge the same files the same way.
+const DefaultClockSkew = time.Minute
+
+// SetPEM is one set of material as read from its files. A nil field is a
+// file that is not configured; an empty one is configured and empty.
+type SetPEM struct {
+	Cert   []byte // leaf first, then intermediates
+	Key    []byte
+	Roots  []byte // the CAs that verify the peer
+	Issuer []byte // the CAs that issued Cert
+}
+
+// Set is what CheckSet read of a SetPEM.
+type Set struct {
+	// Cert is the key pair to present; empty when no certificate is
+	// configured or the pair did not check.
+	Cert tls.Certificate
+	// Leaf is the parsed leaf, also when the pair did not check; nil when
+	// no certificate parsed.
+	Leaf *x509.Certificate
+	// Roots and Issuers are what parsed of the bundles, also when they did
+	// not check.
+	Roots, Issuers []*x509.Certificate
+}
+
+// CheckSet checks a set of material as a process should before it serves
+// it: the issuer and roots bundles, then the certificate and key, the
+// leaf's chain verified against the issuer bundle when there is one (or
+// against o.Issuers). Every finding's What names the piece at fault: cert,
+// key, roots or issuer (see Findings.WithFiles). The set is fit to serve
+// only when the findings hold no error; what parsed is returned anyway, to
+// describe it.
+func CheckSet(in SetPEM, o CheckOptions) (Set, Findings) {
+	var set Set
+	var fs Findings
+	if in.Issuer != nil {
+		issuers, ifs := CheckBundle(in.Issuer, "issuer", o)
+		fs = append(fs, ifs...)
+		if issuers == nil {
+			// Still check the leaf against what parses, so that every
+			// problem is reported at once.
+			issuers, _ = parseCertificates(in.Issuer)
+		}
+		set.Issuers, o.Issuers = issuers, issuers
+	}
+	if in.Roots != nil {
+		roots, rfs := CheckBundle(in.Roots, "roots", o)
+		fs = append(fs, rfs...)
+		if roots == nil {
+			roots, _ = parseCertificates(in.Roots)
+		}
+		set.Roots = roots
+	}
+	if in.Cert != nil || in.Key != nil {
+		cert, pfs := CheckPair(in.Cert, in.Key, o)
+		fs = append(fs, pfs...)
+		set.Cert, set.Leaf = cert, cert.Leaf
+		if set.Leaf == nil {
+			if certs, err := parseCertificates(in.Cert); err == nil {
+				set.Leaf = certs[0]
+			}
+		}
+	}
+	return set, fs
+}
+
+// WithFiles names the file of every finding by the piece it is about;
+// an empty name leaves File as it is.
+func (fs Findings) WithFiles(cert, key, roots, issuer string) Findings {
+	for i := range fs {
+		var file string
+		switch fs[i].What {
+		case "cert":
+			file = cert
+		case "key":
+			file = key
+		case "roots":
+			file = roots
+		case "issuer":
+			file = issuer
+		}
+		if file != "" {
+			fs[i].File = file
+		}
+	}
+	return fs
+}
+
 // CertInfo describes a certificate for people and JSON.
 type CertInfo struct {
 	Subject    string    `json:"subject"`
@@ -280,7 +370,10 @@ type InspectInput struct {
 	RootsFile  string // optional: the CAs this process verifies its peer with
 	Role       Role
 	WarnWithin time.Duration
-	Now        time.Time
+	// Skew tolerates clocks that differ a little (CheckOptions.Skew); pass
+	// DefaultClockSkew to judge as a FileSource does by default.
+	Skew time.Duration
+	Now  time.Time
 }
 
 // Report is the result of Inspect.
@@ -297,69 +390,49 @@ func (r *Report) Clean() bool { return !r.Findings.HasErrors() }
 // ErrUnreadable wraps failures to read a file at all.
 var ErrUnreadable = errors.New("cannot read file")
 
-// Inspect reads and checks a set of material files. It returns an error
+// Inspect reads a set of material files and checks them with CheckSet,
+// plus one check of its own: a key file readable by group or others is an
+// error finding (CodeKeyFileMode). A process loading material does not
+// refuse a set over its file mode (material.FileSource does not look):
+// that would turn a hygiene problem into an outage, so it is for people
+// and pipelines to act on before a rollout. Inspect returns an error
 // wrapping ErrUnreadable only when a file cannot be read at all; every
 // problem with what was read is a finding.
 func Inspect(in InspectInput) (*Report, error) {
-	read := func(path string) ([]byte, error) {
-		b, err := os.ReadFile(path)
+	var p SetPEM
+	for _, f := range []struct {
+		path     string
+		dst      *[]byte
+		optional bool
+	}{
+		{in.CertFile, &p.Cert, false},
+		{in.KeyFile, &p.Key, false},
+		{in.IssuerFile, &p.Issuer, true},
+		{in.RootsFile, &p.Roots, true},
+	} {
+		if f.optional && f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(f.path)
 		if err != nil {
 			return nil, fmt.Errorf("pki: %w: %w", ErrUnreadable, err)
 		}
-		return b, nil
+		if b == nil {
+			b = []byte{} // read but empty is not "not configured"
+		}
+		*f.dst = b
 	}
-	certPEM, err := read(in.CertFile)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := read(in.KeyFile)
-	if err != nil {
-		return nil, err
-	}
-	o := CheckOptions{Role: in.Role, Now: in.Now, WarnWithin: in.WarnWithin}
-	rep := &Report{}
-	if in.IssuerFile != "" {
-		b, err := read(in.IssuerFile)
-		if err != nil {
-			return nil, err
-		}
-		issuers, fs := CheckBundle(b, "issuer", o)
-		rep.Findings = append(rep.Findings, withFile(fs, in.IssuerFile)...)
-		if issuers == nil {
-			// Verify against what parses, so the leaf is still checked.
-			issuers, _ = parseCertificates(b)
-		}
-		o.Issuers = issuers
-		for _, c := range issuers {
-			rep.Issuers = append(rep.Issuers, Describe(c))
-		}
-	}
-	if in.RootsFile != "" {
-		b, err := read(in.RootsFile)
-		if err != nil {
-			return nil, err
-		}
-		roots, fs := CheckBundle(b, "roots", o)
-		rep.Findings = append(rep.Findings, withFile(fs, in.RootsFile)...)
-		if roots == nil {
-			roots, _ = parseCertificates(b)
-		}
-		for _, c := range roots {
-			rep.Roots = append(rep.Roots, Describe(c))
-		}
-	}
-	_, fs := CheckPair(certPEM, keyPEM, o)
-	for i := range fs {
-		if fs[i].What == "key" {
-			fs[i].File = in.KeyFile
-		} else {
-			fs[i].File = in.CertFile
-		}
-	}
-	rep.Findings = append(rep.Findings, fs...)
-	if certs, err := parseCertificates(certPEM); err == nil {
-		ci := Describe(certs[0])
+	set, fs := CheckSet(p, CheckOptions{Role: in.Role, Now: in.Now, Skew: in.Skew, WarnWithin: in.WarnWithin})
+	rep := &Report{Findings: fs.WithFiles(in.CertFile, in.KeyFile, in.RootsFile, in.IssuerFile)}
+	if set.Leaf != nil {
+		ci := Describe(set.Leaf)
 		rep.Leaf = &ci
+	}
+	for _, c := range set.Issuers {
+		rep.Issuers = append(rep.Issuers, Describe(c))
+	}
+	for _, c := range set.Roots {
+		rep.Roots = append(rep.Roots, Describe(c))
 	}
 	if st, err := os.Stat(in.KeyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
 		rep.Findings = append(rep.Findings, Finding{
@@ -371,13 +444,6 @@ func Inspect(in InspectInput) (*Report, error) {
 		return rank(rep.Findings[i].Severity) < rank(rep.Findings[j].Severity)
 	})
 	return rep, nil
-}
-
-func withFile(fs Findings, file string) Findings {
-	for i := range fs {
-		fs[i].File = file
-	}
-	return fs
 }
 
 func rank(s Severity) int {

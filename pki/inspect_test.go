@@ -260,3 +260,58 @@ func TestInspectUnreadable(t *testing.T) {
 		})
 	}
 }
+
+// CheckSet is the one check of a set, for Inspect and for material: each
+// finding names its piece, what parsed is returned to describe, and the
+// pair is served only when nothing is wrong.
+func TestCheckSet(t *testing.T) {
+	ca, other := newCA(t, "clients CA"), newCA(t, "other CA")
+	leaf := issue(t, ca, "orders-7", pki.RoleClient)
+	stranger := issue(t, other, "stranger", pki.RoleClient)
+
+	set, fs := pki.CheckSet(pki.SetPEM{Cert: leaf.CertPEM, Key: leaf.KeyPEM, Roots: other.CertPEM, Issuer: ca.CertPEM}, pki.CheckOptions{})
+	if fs.HasErrors() || set.Cert.Leaf == nil || !set.Leaf.Equal(leaf.Cert) || len(set.Roots) != 1 || len(set.Issuers) != 1 {
+		t.Fatalf("clean set: %+v, findings %v", set, fs)
+	}
+
+	// The key of another leaf, roots that are a leaf, an issuer bundle
+	// with a leaf in it: every piece at fault is named, the leaf is still
+	// described and still checked against what parsed of the issuer.
+	issuer := append(append([]byte{}, other.CertPEM...), stranger.CertPEM...)
+	set, fs = pki.CheckSet(pki.SetPEM{Cert: leaf.CertPEM, Key: stranger.KeyPEM, Roots: leaf.CertPEM, Issuer: issuer}, pki.CheckOptions{})
+	var where []string
+	for _, f := range fs.WithFiles("c.pem", "k.pem", "r.pem", "i.pem") {
+		where = append(where, f.Code+" "+f.What+" "+f.File)
+	}
+	if got, want := strings.Join(where, "; "), "bundle-not-ca issuer i.pem; bundle-not-ca roots r.pem; key-mismatch key k.pem; unknown-issuer cert c.pem"; got != want {
+		t.Errorf("findings\n %s\nwant\n %s", got, want)
+	}
+	if len(set.Cert.Certificate) != 0 || set.Leaf == nil || !set.Leaf.Equal(leaf.Cert) {
+		t.Errorf("a bad set: pair served %v, leaf %v", len(set.Cert.Certificate) != 0, set.Leaf)
+	}
+	if len(set.Issuers) != 2 || len(set.Roots) != 1 {
+		t.Errorf("parsed %d issuers and %d roots, want 2 and 1", len(set.Issuers), len(set.Roots))
+	}
+
+	// Nothing configured but roots: no pair is checked.
+	if set, fs := pki.CheckSet(pki.SetPEM{Roots: ca.CertPEM}, pki.CheckOptions{}); fs.HasErrors() || len(set.Cert.Certificate) != 0 || set.Leaf != nil {
+		t.Errorf("roots only: %+v, %v", set, fs)
+	}
+}
+
+// Inspect judges validity windows with the skew it is given: with
+// DefaultClockSkew, as a FileSource does by default.
+func TestInspectSkew(t *testing.T) {
+	m, ca := cleanMaterial(t)
+	early := issue(t, ca, "early", pki.RoleClient, pki.WithValidity(time.Now().Add(30*time.Second), time.Now().Add(time.Hour)))
+	m.in.CertFile = m.write(t, "early.pem", early.CertPEM, 0o644)
+	m.in.KeyFile = m.write(t, "early-key.pem", early.KeyPEM, 0o600)
+	rep, err := pki.Inspect(m.in)
+	if err != nil || rep.Clean() {
+		t.Fatalf("no skew: clean %v, %v; want not-yet-valid", rep.Clean(), err)
+	}
+	m.in.Skew = pki.DefaultClockSkew
+	if rep, err = pki.Inspect(m.in); err != nil || !rep.Clean() {
+		t.Fatalf("default skew: %v, %v", codes(rep.Findings), err)
+	}
+}

@@ -25,9 +25,10 @@ func newInspectCmd() *cobra.Command {
 what is wrong with it.
 
 Checks: the private key belongs to the certificate; the certificate is inside
-its validity window (and warns when it expires within --warn-within); its
-extended key usage fits --role; a server certificate has SANs; the key file
-is not readable by group or others; with --issuer, the chain verifies against
+its validity window, give or take --clock-skew (and warns when it expires
+within --warn-within); its extended key usage fits --role; a server
+certificate has SANs; the key file is not readable by group or others (a
+process loading the files does not check that); with --issuer, the chain verifies against
 the CAs that issued it; with --roots, the bundle used to verify the peer
 holds only CA certificates, all valid. Every finding has a stable code
 (key-mismatch, expired, unknown-issuer, wrong-usage, bundle-not-ca, ...),
@@ -85,6 +86,7 @@ file that cannot be read at all.`,
 	f.StringVar(&in.RootsFile, "roots", "", "CA bundle this process verifies its peer with")
 	f.StringVar(&role, "role", string(pki.RoleClient), "what the certificate is for: client or server")
 	f.DurationVar(&warnWithin, "warn-within", 720*time.Hour, "warn about certificates that expire within this")
+	f.DurationVar(&in.Skew, "clock-skew", pki.DefaultClockSkew, "tolerate clocks that differ by this much, as a process loading the files does")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }
