@@ -32,6 +32,7 @@ type attempt struct {
 	err     error
 	delay   time.Duration // waited before it
 
+	set       material.Set // read once per attempt: attemptSet
 	gen       uint64
 	cert      *tls.Certificate
 	presented *pki.CertInfo
@@ -367,38 +368,57 @@ func errOr(err error) error {
 	return err
 }
 
-// certCB is nats.go's TLSCertHandler: the certificate for this dial.
-func (l *link) certCB() (tls.Certificate, error) {
-	cert, err := l.c.src.Cert()
-	if err != nil {
-		return cert, fmt.Errorf("bus: certificate: %w", err)
-	}
-	snap := l.c.src.Snapshot()
-	info := describeLeaf(cert, snap)
+// attemptSet returns the material of the attempt in progress, read once
+// per attempt, so that the certificate, roots and generation nats.go's
+// two callbacks get, and bus records, come from one load.
+func (l *link) attemptSet() (material.Set, error) {
 	l.mu.Lock()
-	if a := l.att; a != nil && !a.done.Load() {
-		a.cert, a.presented, a.gen = &cert, info, snap.Generation
+	if a := l.att; a != nil && !a.done.Load() && a.poolSet {
+		set := a.set
+		l.mu.Unlock()
+		return set, nil
 	}
 	l.mu.Unlock()
-	return cert, nil
+	set, err := material.CurrentOf(l.c.src)
+	if err != nil {
+		return set, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.att
+	switch {
+	case a == nil || a.done.Load():
+	case a.poolSet:
+		set = a.set // recorded meanwhile: keep the attempt's
+	default:
+		a.set, a.gen = set, set.Snapshot.Generation
+		a.pool, a.poolSet, a.roots = set.Roots, true, set.Snapshot.Roots
+		if len(set.Cert.Certificate) > 0 {
+			a.cert, a.presented = &set.Cert, describeLeaf(set.Cert, set.Snapshot)
+		}
+	}
+	return set, nil
+}
+
+// certCB is nats.go's TLSCertHandler: the certificate for this dial.
+func (l *link) certCB() (tls.Certificate, error) {
+	set, err := l.attemptSet()
+	if err == nil && len(set.Cert.Certificate) == 0 {
+		err = material.ErrNoCertificate
+	}
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("bus: certificate: %w", err)
+	}
+	return set.Cert, nil
 }
 
 // rootsCB is nats.go's RootCAsHandler: the roots for this dial.
 func (l *link) rootsCB() (*x509.CertPool, error) {
-	pool, err := l.c.src.RootCAs()
+	set, err := l.attemptSet()
 	if err != nil {
 		return nil, fmt.Errorf("bus: roots: %w", err)
 	}
-	snap := l.c.src.Snapshot()
-	l.mu.Lock()
-	if a := l.att; a != nil && !a.done.Load() {
-		a.pool, a.poolSet, a.roots = pool, true, snap.Roots
-		if a.gen == 0 {
-			a.gen = snap.Generation
-		}
-	}
-	l.mu.Unlock()
-	return pool, nil
+	return set.Roots, nil
 }
 
 // clientCert presents the certificate certCB chose for this dial, and
