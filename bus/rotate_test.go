@@ -35,7 +35,9 @@ func TestRotationReconnect(t *testing.T) {
 			f := newFixture(t, 1, false)
 			old := f.issue(f.ca, "member")
 			f.write(old)
-			c := connectTest(t, f, "member", WithSource(f.source()), WithStrategy(StrategyReconnect), WithSpread(50*time.Millisecond))
+			var fails failures
+			c := connectTest(t, f, "member", WithSource(f.source()), WithStrategy(StrategyReconnect), WithSpread(50*time.Millisecond),
+				WithFailureHandler(fails.add))
 			waitFor(t, 10*time.Second, "old certificate in connz", func() bool {
 				p := f.presented("member")
 				return len(p) == 1 && p[0] == fp(old)
@@ -67,8 +69,12 @@ func TestRotationReconnect(t *testing.T) {
 					return st.Presented != nil && st.Presented.CertSHA256 == fp(leaf)
 				})
 			}
-			if n := c.Status().FailedAttempts; n != 0 {
-				t.Fatalf("%d failed attempts: %+v", n, c.Status().Failures)
+			// A busy machine may time an attempt out; no certificate may be
+			// refused, either way.
+			if n := fails.count(func(f Failure) bool {
+				return f.Reason == ReasonRejected || f.Reason == ReasonServerCertificate
+			}); n != 0 {
+				t.Fatalf("%d certificates refused:%s", n, fails.String())
 			}
 		})
 	}
