@@ -51,14 +51,26 @@ func TestSubscriptionAcrossSwap(t *testing.T) {
 	_ = pub.Publish("s", nil)
 	_ = pub.Flush()
 	waitFor(t, 5*time.Second, "delivery after swap", func() bool { return got.Load() == 1 })
+	// A sentinel on a second subject, published after, arrives after
+	// anything the first would have delivered.
+	sentinel := make(chan struct{})
+	if _, err := c.Subscribe("sentinel", func(*nats.Msg) { close(sentinel) }); err != nil {
+		t.Fatal(err)
+	}
 	if err := sub.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
-	_ = c.Flush()
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	_ = pub.Publish("s", nil)
+	_ = pub.Publish("sentinel", nil)
 	_ = pub.Flush()
-	_ = c.Flush()
-	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-sentinel:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no sentinel")
+	}
 	if got.Load() != 1 {
 		t.Fatalf("%d deliveries after Unsubscribe", got.Load()-1)
 	}
