@@ -227,7 +227,7 @@ func (s *FileSource) Snapshot() Snapshot {
 	if cur == nil {
 		return Snapshot{}
 	}
-	return cur.Snapshot
+	return cur.Snapshot.clone()
 }
 
 // Current returns the set served now, from one read of the same pointer
@@ -237,7 +237,9 @@ func (s *FileSource) Current() Set {
 	if cur == nil {
 		return Set{}
 	}
-	return cur.Set
+	set := cur.Set
+	set.Snapshot = set.Snapshot.clone()
+	return set
 }
 
 // Subscribe calls fn for every later outcome until cancel is called.
@@ -430,7 +432,7 @@ func (s *FileSource) load(trigger string) Event {
 		s.lastErr, s.lastReason = nil, ""
 	}
 	if after := s.cur.Load(); after != nil {
-		ev.Snapshot = after.Snapshot
+		ev.Snapshot = after.Snapshot.clone()
 	}
 	s.report(ev, trigger)
 	return ev

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/natscert/natscert/pki"
@@ -20,7 +21,8 @@ type Source interface {
 	Cert() (tls.Certificate, error)
 	// RootCAs returns the CAs that verify the peer.
 	RootCAs() (*x509.CertPool, error)
-	// Snapshot describes what is loaded now.
+	// Snapshot describes what is loaded now; FileSource and StaticSource
+	// return a copy the caller owns.
 	Snapshot() Snapshot
 	// Subscribe calls fn for every outcome of a load attempt until the
 	// returned cancel is called. fn runs on the source's goroutine and must
@@ -41,11 +43,12 @@ type Source interface {
 // between; a Set cannot.
 type Set struct {
 	// Cert is the certificate to present, with chain, key and Leaf; it has
-	// no Certificate bytes when the source presents none.
+	// no Certificate bytes when the source presents none. It is shared
+	// with every caller, as what Cert returns is: do not modify it.
 	Cert tls.Certificate
-	// Roots verify the peer; nil means the system roots.
+	// Roots verify the peer; nil means the system roots. Shared too.
 	Roots *x509.CertPool
-	// Snapshot describes Cert and Roots.
+	// Snapshot describes Cert and Roots; it is the caller's copy.
 	Snapshot Snapshot
 }
 
@@ -98,6 +101,30 @@ type Snapshot struct {
 	IssuerFile string         `json:"issuer_file,omitempty"`
 }
 
+// clone copies the leaf and roots descriptions with their lists, so that a
+// caller changing its Snapshot changes nothing another caller sees. It is
+// cheap next to a dial, the most often a Snapshot is taken.
+func (s Snapshot) clone() Snapshot {
+	if s.Leaf != nil {
+		leaf := cloneInfo(*s.Leaf)
+		s.Leaf = &leaf
+	}
+	if s.Roots != nil {
+		roots := make([]pki.CertInfo, len(s.Roots))
+		for i, r := range s.Roots {
+			roots[i] = cloneInfo(r)
+		}
+		s.Roots = roots
+	}
+	return s
+}
+
+func cloneInfo(c pki.CertInfo) pki.CertInfo {
+	c.Usage, c.DNSNames, c.IPs = slices.Clone(c.Usage), slices.Clone(c.DNSNames), slices.Clone(c.IPs)
+	c.URIs, c.Emails = slices.Clone(c.URIs), slices.Clone(c.Emails)
+	return c
+}
+
 // EventKind says how a load attempt ended.
 type EventKind string
 
@@ -119,6 +146,7 @@ type Event struct {
 	Err error `json:"-"`
 	// Findings are the validation findings of the attempt.
 	Findings pki.Findings `json:"findings,omitempty"`
-	// Snapshot is what is served after the attempt.
+	// Snapshot is what is served after the attempt, a copy shared by the
+	// attempt's subscribers: read it, do not modify it.
 	Snapshot Snapshot `json:"snapshot"`
 }

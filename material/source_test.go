@@ -80,3 +80,22 @@ func TestStaticCurrent(t *testing.T) {
 		t.Errorf("no material: %+v, %v", set, err)
 	}
 }
+
+// A Snapshot is the caller's: changing it changes nothing the source
+// serves or another caller sees.
+func TestSnapshotIsACopy(t *testing.T) {
+	e := newEnv(t)
+	for _, src := range []Source{e.src, NewStaticSource(issue(t, e.ca, "static").TLSCertificate(), []*x509.Certificate{e.ca.Cert})} {
+		want := src.Snapshot()
+		mine := src.Snapshot()
+		mine.Leaf.Subject = "changed"
+		mine.Leaf.Usage[0] = "changed"
+		mine.Roots[0].Subject = "changed"
+		set, _ := CurrentOf(src)
+		set.Snapshot.Leaf.CertSHA256 = "changed"
+		if got := src.Snapshot(); got.Leaf.Subject != want.Leaf.Subject || got.Leaf.Usage[0] != want.Leaf.Usage[0] ||
+			got.Roots[0].Subject != want.Roots[0].Subject || got.Leaf.CertSHA256 != want.Leaf.CertSHA256 {
+			t.Errorf("%T: a caller's change reached the source: %+v", src, got)
+		}
+	}
+}

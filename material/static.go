@@ -86,10 +86,14 @@ func (s *StaticSource) Cert() (tls.Certificate, error) {
 func (s *StaticSource) RootCAs() (*x509.CertPool, error) { return s.set.Roots, nil }
 
 // Snapshot describes the material.
-func (s *StaticSource) Snapshot() Snapshot { return s.set.Snapshot }
+func (s *StaticSource) Snapshot() Snapshot { return s.set.Snapshot.clone() }
 
 // Current returns the material loaded at start.
-func (s *StaticSource) Current() Set { return s.set }
+func (s *StaticSource) Current() Set {
+	set := s.set
+	set.Snapshot = set.Snapshot.clone()
+	return set
+}
 
 // Subscribe never calls fn: static material never changes.
 func (s *StaticSource) Subscribe(func(Event)) func() { return func() {} }
