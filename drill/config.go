@@ -143,11 +143,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, errors.New("drill: rates must not be negative")
 	case c.Waves < 1:
 		return c, errors.New("drill: waves must be at least 1")
-	case c.Waves > c.Clients:
-		c.Waves = c.Clients
 	case c.Steady < 0 || c.Pause < 0 || c.RequestTimeout < 0:
 		return c, errors.New("drill: durations must not be negative")
 	}
+	c.Waves = min(c.Waves, c.Clients) // a wave holds at least one member
 	return c, nil
 }
 

@@ -104,6 +104,9 @@ Examples:
 			if cfg.Clients < 0 || cfg.Servers < 0 || cfg.Rate < 0 || cfg.RequestRate < 0 || cfg.Waves < 0 {
 				return usageError("drill: counts and rates must not be negative")
 			}
+			if cfg.Steady < 0 || cfg.Pause < 0 {
+				return usageError("drill: durations must not be negative")
+			}
 			// A minute of drill must not end on a directory it cannot
 			// write: check --out first.
 			if err := os.MkdirAll(out, 0o755); err != nil {
@@ -153,11 +156,13 @@ Examples:
 	f.IntVar(&cfg.Rate, "rate", drill.DefaultRate, "fan-out messages delivered per second, all clients together")
 	f.IntVar(&cfg.RequestRate, "request-rate", drill.DefaultRequestRate, "requests per second to the clients' queue group")
 	f.IntVar(&cfg.Waves, "waves", drill.DefaultWaves, "waves the clients are moved in")
-	f.DurationVar(&cfg.Steady, "steady", drill.DefaultSteady, "traffic before and after the rotation")
-	f.DurationVar(&cfg.Pause, "pause", drill.DefaultPause, "pause between waves")
+	// Zero in a drill.Config means the default, so 0 here does too; the
+	// help says how to ask for next to nothing.
+	f.DurationVar(&cfg.Steady, "steady", drill.DefaultSteady, "traffic before and after the rotation (0 means the default; 1ms for next to none)")
+	f.DurationVar(&cfg.Pause, "pause", drill.DefaultPause, "pause between waves (0 means the default; 1ms for next to none)")
 	f.BoolVar(&cfg.Processes, "processes", false, "run clients as worker processes instead of goroutines (each reports its exact ledger at exit)")
 	f.StringVar(&cfg.WorkerPath, "worker", "", "worker binary for --processes (default: next to natscert, or built into the user cache)")
-	f.Int64Var(&cfg.Seed, "seed", 1, "seed of the run's random choices (which clients share a wave)")
+	f.Int64Var(&cfg.Seed, "seed", 1, "seed of the run's random choices (which clients share a wave); 0 means the default, 1")
 	f.StringVar(&out, "out", ".", "directory for report.json and report.html")
 	f.BoolVar(&compare, "compare", false, "run restart, reconnect and swap on the same setup and print them side by side")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON instead of the summary")

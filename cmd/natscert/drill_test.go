@@ -56,6 +56,7 @@ func TestDrillCommandUsage(t *testing.T) {
 	for _, args := range [][]string{
 		{"drill", "--strategy", "hope"},
 		{"drill", "--clients", "-3"},
+		{"drill", "--steady=-1s", "--waves", "500", "--clients", "2"},
 		{"drill", "extra"},
 		{"drill", "--out", "/dev/null/drill"},
 	} {
