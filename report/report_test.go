@@ -200,6 +200,9 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
+// The report takes the rotation's judgement of the old probe
+// (OldRefused), not its own reading of the outcome: a timed-out probe is
+// no refusal.
 func TestFromRotationPinnedProofCountsAsRejected(t *testing.T) {
 	start := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
 	res := &rotation.Result{
@@ -209,8 +212,8 @@ func TestFromRotationPinnedProofCountsAsRejected(t *testing.T) {
 			{Name: "revoke", Start: start.Add(20 * time.Second), End: start.Add(21 * time.Second), Error: "straggler"},
 		},
 		Proof: []rotation.ServerProof{
-			{Server: "n1", OK: true, Old: rotation.ProbeResult{Outcome: rotation.ClosedAfterHandshake}, New: rotation.ProbeResult{Outcome: rotation.Accepted}},
-			{Server: "n2", OK: true, Old: rotation.ProbeResult{Outcome: rotation.RejectedHandshake}, New: rotation.ProbeResult{Outcome: rotation.Accepted}},
+			{Server: "n1", OK: true, OldRefused: true, Old: rotation.ProbeResult{Outcome: rotation.ClosedAfterHandshake}, New: rotation.ProbeResult{Outcome: rotation.Accepted}},
+			{Server: "n2", OK: true, OldRefused: true, Old: rotation.ProbeResult{Outcome: rotation.RejectedHandshake}, New: rotation.ProbeResult{Outcome: rotation.Accepted}},
 		},
 	}
 	r := report.FromRotation(res)
@@ -223,8 +226,8 @@ func TestFromRotationPinnedProofCountsAsRejected(t *testing.T) {
 	if r.Budget.ActualMS != 20000 {
 		t.Fatalf("budget actual %d ms, want the waves phase, 20000", r.Budget.ActualMS)
 	}
-	res.Proof[0].Old.Outcome = rotation.Accepted
+	res.Proof[0].Old.Outcome, res.Proof[0].OldRefused = rotation.TimedOut, false
 	if _, rejected := report.RotationProof(res); rejected {
-		t.Fatal("an accepted old probe counted as rejected")
+		t.Fatal("a timed-out old probe counted as rejected")
 	}
 }

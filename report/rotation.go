@@ -75,8 +75,7 @@ func RotationBudget(res *rotation.Result) *Budget {
 }
 
 // RotationProof is the proof per server, and whether every server refused
-// old material: in the TLS handshake (client CA rotation) or by closing
-// the connection before CONNECT was accepted (pinned_certs).
+// old material, as the rotation judged it (ServerProof.OldRefused).
 func RotationProof(res *rotation.Result) (*Proof, bool) {
 	if len(res.Proof) == 0 {
 		return nil, false
@@ -84,10 +83,9 @@ func RotationProof(res *rotation.Result) (*Proof, bool) {
 	pr := &Proof{OK: true}
 	allRejected := true
 	for _, s := range res.Proof {
-		oldRejected := s.Old.Outcome == rotation.RejectedHandshake || s.Old.Outcome == rotation.ClosedAfterHandshake
-		allRejected = allRejected && oldRejected
+		allRejected = allRejected && s.OldRefused
 		pr.OK = pr.OK && s.OK
-		pr.Servers = append(pr.Servers, ServerProof{Server: s.Server, OldRejected: oldRejected,
+		pr.Servers = append(pr.Servers, ServerProof{Server: s.Server, OldRejected: s.OldRefused,
 			NewAccepted: s.New.Outcome == rotation.Accepted, OldFingerprints: s.OldRemaining,
 			Detail: fmt.Sprintf("old: %s %s; new: %s %s", s.Old.Outcome, s.Old.Detail, s.New.Outcome, s.New.Detail)})
 	}

@@ -156,6 +156,8 @@ type ServerProof struct {
 	OK     bool        `json:"ok"`
 	Old    ProbeResult `json:"old"`
 	New    ProbeResult `json:"new"`
+	// OldRefused: the server refused the old probe (never a timeout).
+	OldRefused bool `json:"old_refused"`
 	// ServerCertSHA256 is the renewed server leaf the server must present
 	// (material.server_certs); New.ServerCertSHA256 is what it did.
 	ServerCertSHA256 string `json:"server_cert_sha256,omitempty"`

@@ -453,7 +453,7 @@ func checkProof(t *testing.T, res *Result) {
 		t.Fatalf("proof on %d servers, want 3", len(res.Proof))
 	}
 	for _, p := range res.Proof {
-		if !p.OK || p.Old.Outcome != RejectedHandshake || p.New.Outcome != Accepted || p.OldRemaining != 0 {
+		if !p.OK || !p.OldRefused || p.New.Outcome != Accepted || p.OldRemaining != 0 {
 			t.Errorf("proof %s: old %s (%s), new %s, old remaining %d", p.Server, p.Old.Outcome, p.Old.Detail, p.New.Outcome, p.OldRemaining)
 		}
 	}
@@ -656,7 +656,7 @@ func TestE2ESameCALeafPinnedAndServerRenewal(t *testing.T) {
 		t.Fatalf("proof on %d servers", len(res.Proof))
 	}
 	for _, pr := range res.Proof {
-		if !pr.OK || pr.Old.Outcome != ClosedAfterHandshake || pr.New.Outcome != Accepted ||
+		if !pr.OK || !pr.OldRefused || pr.New.Outcome != Accepted ||
 			pr.New.ServerCertSHA256 != pr.ServerCertSHA256 || pr.ServerCertSHA256 == before[pr.Server] {
 			t.Errorf("proof %s: old %s (%s), new %s, server cert %s want %s", pr.Server, pr.Old.Outcome, pr.Old.Detail,
 				pr.New.Outcome, short(pr.New.ServerCertSHA256), short(pr.ServerCertSHA256))

@@ -738,7 +738,7 @@ func (r *Runner) kickStale(ctx context.Context, phase string) ([]*memberState, e
 }
 
 // proof probes every server with the old and the new probe leaf in the
-// same step: the old must be refused (oldRefused), the new must complete
+// same step: the old must be refused (refused), the new must complete
 // CONNECT/PING/PONG, no old fingerprint may remain, and a server whose
 // certificate was renewed must present the new one.
 func (r *Runner) proof(ctx context.Context) (string, error) {
@@ -765,7 +765,8 @@ func (r *Runner) proof(ctx context.Context) (string, error) {
 			go func() { defer inner.Done(); p.Old = r.probe(ctx, s, "old") }()
 			go func() { defer inner.Done(); p.New = r.probe(ctx, s, "new") }()
 			inner.Wait()
-			p.OK = p.Old.Outcome == r.oldRefused() && p.New.Outcome == Accepted && p.OldRemaining == 0
+			p.OldRefused = r.refused(p.Old)
+			p.OK = p.OldRefused && p.New.Outcome == Accepted && p.OldRemaining == 0
 			if c := r.newServerCert(s); r.plan.Material.ServerCerts != nil && c != nil {
 				p.ServerCertSHA256 = pki.CertSHA256(c)
 				p.OK = p.OK && p.New.ServerCertSHA256 == p.ServerCertSHA256
@@ -792,15 +793,19 @@ func (r *Runner) proof(ctx context.Context) (string, error) {
 	return strings.Join(notes, "; "), nil
 }
 
-// oldRefused is how a server refuses the old probe after revoke: in the
-// TLS handshake once the old CA left ca_file; after the handshake, before
-// CONNECT is accepted, when pinned_certs revoked a leaf of a CA still
-// trusted.
-func (r *Runner) oldRefused() Outcome {
-	if r.mat.pinned {
-		return ClosedAfterHandshake
+// refused reports whether a probe's certificate was refused: by an alert
+// in (or, TLS 1.3, just after) the handshake, or by the server closing the
+// connection after the handshake before sending anything, which is how
+// pinned_certs refuses and how a TLS 1.3 rejection looks when a reset
+// beats its alert. A timeout is never a refusal.
+func (r *Runner) refused(p ProbeResult) bool {
+	switch p.Outcome {
+	case RejectedHandshake:
+		return true
+	case ClosedAfterHandshake:
+		return r.mat.pinned || p.TLSVersion == tls.VersionName(tls.VersionTLS13)
 	}
-	return RejectedHandshake
+	return false
 }
 
 // sleep waits d or until ctx ends; it reports whether d passed.

@@ -28,9 +28,14 @@ const (
 	// TLS alert, during the handshake or (TLS 1.3) on the first read.
 	RejectedHandshake Outcome = "rejected_handshake"
 	// ClosedAfterHandshake: the handshake completed and the server closed
-	// the connection without accepting CONNECT (e.g. pinned_certs).
+	// the connection (EOF or reset) before sending a byte: pinned_certs,
+	// or with TLS 1.3 a rejected certificate whose alert a reset beat.
 	ClosedAfterHandshake Outcome = "closed_after_handshake"
-	// ProtocolError: the server answered -ERR.
+	// TimedOut: no answer before the probe's timeout or the context's
+	// end. A server that hangs has refused nothing.
+	TimedOut Outcome = "timed_out"
+	// ProtocolError: the server answered -ERR, something unexpected, or
+	// closed the connection after answering.
 	ProtocolError Outcome = "protocol_error"
 	// Unreachable: no TCP connection, no INFO, or a server certificate
 	// that did not verify.
@@ -118,6 +123,9 @@ func (p *Probe) run(ctx context.Context, rawURL string, res *ProbeResult) (Outco
 	conn := tls.Client(raw, cfg)
 	_ = conn.SetDeadline(deadline)
 	if err := conn.HandshakeContext(ctx); err != nil {
+		if timedOut(err) {
+			return TimedOut, "handshake: " + err.Error()
+		}
 		var verr *tls.CertificateVerificationError
 		if errors.As(err, &verr) {
 			return Unreachable, "server certificate: " + err.Error()
@@ -143,26 +151,16 @@ func (p *Probe) run(ctx context.Context, rawURL string, res *ProbeResult) (Outco
 	}
 	cb, _ := json.Marshal(connect)
 	if _, err := conn.Write([]byte("CONNECT " + string(cb) + "\r\nPING\r\n")); err != nil {
-		if isAlert(err) {
-			return RejectedHandshake, err.Error()
-		}
-		return ClosedAfterHandshake, "writing CONNECT: " + err.Error()
+		return readFailed("writing CONNECT", err, false)
 	}
 	tr := bufio.NewReader(conn)
+	answered := false // the server has sent a byte since the handshake
 	for {
 		line, err := tr.ReadString('\n')
 		if err != nil {
-			switch {
-			case isAlert(err):
-				// TLS 1.3: the client's handshake ends before the server
-				// has verified the client certificate; its verdict
-				// arrives as an alert on the first read.
-				return RejectedHandshake, err.Error()
-			case errors.Is(err, io.EOF), isReset(err):
-				return ClosedAfterHandshake, "connection closed after the handshake: " + err.Error()
-			}
-			return ClosedAfterHandshake, "reading reply: " + err.Error()
+			return readFailed("reading reply", err, answered || line != "")
 		}
+		answered = true
 		line = strings.TrimSpace(line)
 		switch {
 		case line == "PONG":
@@ -178,6 +176,33 @@ func (p *Probe) run(ctx context.Context, rawURL string, res *ProbeResult) (Outco
 			return ProtocolError, "unexpected " + clip(line)
 		}
 	}
+}
+
+// readFailed classifies an error on the connection after the handshake.
+// Only an alert, or a close before the server sent anything, can be the
+// server refusing the certificate; a timeout never is.
+func readFailed(what string, err error, answered bool) (Outcome, string) {
+	switch {
+	case timedOut(err):
+		return TimedOut, what + ": " + err.Error()
+	case isAlert(err):
+		// TLS 1.3: the client's handshake ends before the server has
+		// verified the client certificate; its verdict arrives as an
+		// alert on the first read.
+		return RejectedHandshake, err.Error()
+	case answered:
+		return ProtocolError, what + ": closed after the server answered: " + err.Error()
+	case errors.Is(err, io.EOF), isReset(err):
+		return ClosedAfterHandshake, "connection closed after the handshake: " + err.Error()
+	}
+	return ProtocolError, what + ": " + err.Error()
+}
+
+// timedOut reports whether err is a deadline or the context's end.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.As(err, &ne) && ne.Timeout()
 }
 
 // isAlert reports whether err is a TLS alert from the peer.

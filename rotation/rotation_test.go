@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -107,7 +108,7 @@ func TestRotateReloadAndRestart(t *testing.T) {
 		t.Fatalf("proof on %d servers", len(res.Proof))
 	}
 	for _, p := range res.Proof {
-		if !p.OK || p.Old.Outcome != RejectedHandshake || p.New.Outcome != Accepted {
+		if !p.OK || !p.OldRefused || p.New.Outcome != Accepted {
 			t.Errorf("proof %s: old %s (%s) new %s (%s)", p.Server, p.Old.Outcome, p.Old.Detail, p.New.Outcome, p.New.Detail)
 		}
 	}
@@ -336,6 +337,47 @@ func TestProbeOutcomes(t *testing.T) {
 	if r := pn.Run(ctx, s.Name, "tls://127.0.0.1:1"); r.Outcome != Unreachable {
 		t.Errorf("closed port: %+v", r)
 	}
+	// A server that hangs after INFO refuses nothing: it times out.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer ln.Close()
+	hung := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(hung)
+			return
+		}
+		_, _ = c.Write([]byte("INFO {\"tls_required\":true}\r\n"))
+		hung <- c
+	}()
+	ph := &Probe{Cert: oldLeaf.TLSCertificate(), Roots: f.roots, Timeout: 300 * time.Millisecond}
+	r := ph.Run(ctx, "hung", "tls://"+ln.Addr().String())
+	if c, ok := <-hung; ok {
+		c.Close()
+	}
+	if r.Outcome != TimedOut {
+		t.Errorf("hung server: %+v", r)
+	}
+	// What counts as refused, by mode.
+	ca, pinned := &Runner{mat: &loaded{}}, &Runner{mat: &loaded{pinned: true}}
+	for _, tc := range []struct {
+		pr         ProbeResult
+		ca, pinned bool
+	}{
+		{ProbeResult{Outcome: RejectedHandshake}, true, true},
+		{ProbeResult{Outcome: ClosedAfterHandshake, TLSVersion: "TLS 1.3"}, true, true},
+		{ProbeResult{Outcome: ClosedAfterHandshake, TLSVersion: "TLS 1.2"}, false, true},
+		{ProbeResult{Outcome: TimedOut, TLSVersion: "TLS 1.3"}, false, false},
+		{ProbeResult{Outcome: Accepted, TLSVersion: "TLS 1.3"}, false, false},
+	} {
+		if got := ca.refused(tc.pr); got != tc.ca {
+			t.Errorf("CA mode, %s %s: refused %v", tc.pr.Outcome, tc.pr.TLSVersion, got)
+		}
+		if got := pinned.refused(tc.pr); got != tc.pinned {
+			t.Errorf("pinned mode, %s %s: refused %v", tc.pr.Outcome, tc.pr.TLSVersion, got)
+		}
+	}
 }
 
 // The servers' own certificates renewed from the same server CA, in the
@@ -416,7 +458,7 @@ func TestSameCALeafRotationPinned(t *testing.T) {
 		t.Errorf("revoke: %s", revoke.Observed)
 	}
 	for _, pr := range res.Proof {
-		if !pr.OK || pr.Old.Outcome != ClosedAfterHandshake || pr.New.Outcome != Accepted {
+		if !pr.OK || !pr.OldRefused || pr.New.Outcome != Accepted {
 			t.Errorf("proof %s: old %s (%s), new %s", pr.Server, pr.Old.Outcome, pr.Old.Detail, pr.New.Outcome)
 		}
 	}
