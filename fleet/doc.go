@@ -19,7 +19,9 @@
 //     Incomplete, never a wrong count presented as complete.
 //   - Counts are of members, not rows: a named member seen more than once
 //     (it reconnected, perhaps to another server) counts once, its newest
-//     connection winning; the older ones are listed as superseded.
+//     connection winning; the older ones are listed as superseded. A
+//     superseded connection still on old material is still presenting
+//     it: the verdict is not Converged until it is gone.
 //     Unnamed connections are grouped by leaf fingerprint and each counts:
 //     replicas sharing a leaf are told apart only by their number.
 //   - System-account connections (the collector's own among them) are

@@ -118,7 +118,8 @@ type Connection struct {
 	System bool `json:"system,omitempty"`
 	// Superseded marks an older connection of a named member that also
 	// has a newer one (it reconnected, perhaps to another server): the
-	// newest wins, the older is listed but not counted.
+	// newest wins, the older is listed but not counted. One that presents
+	// old material still keeps the verdict from Converged.
 	Superseded bool `json:"superseded,omitempty"`
 }
 
@@ -176,7 +177,8 @@ type Status struct {
 	MissingServers []string          `json:"missing_servers,omitempty"`
 	Expected       []ExpectedStatus  `json:"expected,omitempty"`
 	MissingMembers []string          `json:"missing_members,omitempty"`
-	// Stragglers are the members still presenting old material.
+	// Stragglers are the members still presenting old material on any
+	// connection, superseded ones included.
 	Stragglers  []string       `json:"stragglers,omitempty"`
 	Members     []MemberStatus `json:"members"`
 	Connections []Connection   `json:"connections"`
@@ -427,26 +429,38 @@ func (o *Observer) judge(st *Status, agreed bool, scans int) (holdsButUnsettled 
 	}
 
 	// Every member in scope: none on old; with strict, none unknown or
-	// without a certificate.
+	// without a certificate. A superseded connection is not counted, but
+	// one on old material is still up and presenting it (a swap still
+	// draining, or a second process under the same name): it fails the
+	// verdict until it is gone, and a settle window absorbs a drain.
 	var scope Counts
-	for _, m := range st.Members {
-		if o.cfg.expectedOnly && !inScope[m.Key] {
-			continue
-		}
-		if m.Class == ClassOld {
-			st.Stragglers = append(st.Stragglers, m.Key)
-		}
-	}
+	supersededOld := 0
+	straggler := map[string]bool{}
 	for i := range st.Connections {
 		c := &st.Connections[i]
-		if c.System || c.Superseded || (o.cfg.expectedOnly && !inScope[c.Member]) {
+		if c.System || (o.cfg.expectedOnly && !inScope[c.Member]) {
+			continue
+		}
+		if c.Class == ClassOld && !straggler[c.Member] {
+			straggler[c.Member] = true
+			st.Stragglers = append(st.Stragglers, c.Member)
+		}
+		if c.Superseded {
+			if c.Class == ClassOld {
+				supersededOld++
+			}
 			continue
 		}
 		scope.add(c.Class)
 	}
+	sort.Strings(st.Stragglers)
 	if o.cls.judging() {
-		if scope.Old > 0 {
-			fails = append(fails, fmt.Sprintf("%d connections present old material (%d members)", scope.Old, len(st.Stragglers)))
+		if n := scope.Old + supersededOld; n > 0 {
+			msg := fmt.Sprintf("%d connections present old material (%d members)", n, len(st.Stragglers))
+			if supersededOld > 0 {
+				msg += fmt.Sprintf("; %d of them superseded by a newer connection but still up", supersededOld)
+			}
+			fails = append(fails, msg)
 		}
 		if o.cfg.strict && scope.Unknown > 0 {
 			fails = append(fails, fmt.Sprintf("strict: %d connections present unknown certificates", scope.Unknown))
