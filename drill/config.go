@@ -3,7 +3,6 @@ package drill
 import (
 	"errors"
 	"fmt"
-	"io"
 	"time"
 )
 
@@ -77,8 +76,9 @@ type Config struct {
 	// WorkerPath is the worker binary for Processes; found or built when
 	// empty.
 	WorkerPath string
-	// Seed makes the run's random choices (jitter, order) repeatable;
-	// default 1.
+	// Seed decides the order the members are taken in, and so which of
+	// them share a wave; default 1. The reconnect jitter of package bus is
+	// not seeded.
 	Seed int64
 	// Dir is where certificates, server configuration and member files are
 	// written; a temporary directory, removed afterwards, when empty.
@@ -86,9 +86,6 @@ type Config struct {
 	// Progress receives one line per event; nil: none. Use NewProgress for
 	// a live display on a terminal.
 	Progress Progress
-	// Log receives the embedded servers' and workers' diagnostics; nil:
-	// discarded.
-	Log io.Writer
 }
 
 // Defaults of a drill.

@@ -47,7 +47,7 @@ func TestDrillSwapLosesNothing(t *testing.T) {
 	var phaseLines []string
 	show := cfg.Progress
 	cfg.Progress = func(e Event) {
-		if strings.HasPrefix(e.Text, "phase ") {
+		if e.Kind == EventPhase && strings.HasPrefix(e.Text, "phase ") {
 			phaseLines = append(phaseLines, e.Text)
 		}
 		show(e)

@@ -164,55 +164,55 @@ func (d *run) rotate(ctx context.Context) (*rotation.Result, error) {
 	return r.Run(ctx)
 }
 
-// onRotationEvent turns the rotation's phase and wave events into progress
-// lines; member-level events are too many to show. The rotation delivers
-// events one at a time, so phaseBegan needs no lock.
+// onRotationEvent turns the rotation's phase and wave events into
+// EventPhase lines; member-level events are too many to show. The rotation
+// delivers events one at a time, so phaseBegan needs no lock.
 func (d *run) onRotationEvent(e rotation.Event) {
 	switch e.Kind {
 	case rotation.PhaseStarted:
 		d.phaseBegan = e.Time
-		d.note("phase %s started", e.Phase)
+		d.notePhase(fmt.Sprintf("phase %s started", e.Phase), "")
 	case rotation.PhaseEnded:
 		took := e.Time.Sub(d.phaseBegan).Round(time.Millisecond)
 		if e.OK {
-			d.noteDetail(fmt.Sprintf("phase %s observed in %v", e.Phase, took), e.Detail)
+			d.notePhase(fmt.Sprintf("phase %s observed in %v", e.Phase, took), e.Detail)
 		} else {
-			d.noteDetail(fmt.Sprintf("phase %s FAILED after %v", e.Phase, took), e.Detail)
+			d.notePhase(fmt.Sprintf("phase %s FAILED after %v", e.Phase, took), e.Detail)
 		}
 	case rotation.WaveStarted:
-		d.note("wave %d started: %d member(s)", e.Wave, d.waveMembers(e.Wave))
+		d.notePhase(fmt.Sprintf("wave %d started: %d member(s)", e.Wave, d.waveMembers(e.Wave)), "")
 	case rotation.WaveEnded:
 		if e.OK {
-			d.noteDetail(fmt.Sprintf("wave %d gated", e.Wave), e.Detail)
+			d.notePhase(fmt.Sprintf("wave %d gated", e.Wave), e.Detail)
 		} else {
-			d.noteDetail(fmt.Sprintf("wave %d FAILED", e.Wave), e.Detail)
+			d.notePhase(fmt.Sprintf("wave %d FAILED", e.Wave), e.Detail)
 		}
 	case rotation.ConnKicked:
-		d.note("kicked %s on %s: %s", e.Member, e.Server, e.Detail)
+		d.notePhase(fmt.Sprintf("kicked %s on %s: %s", e.Member, e.Server, e.Detail), "")
 	}
 }
 
-// noteDetail shows head and a rotation's detail. The rotation joins what
+// notePhase shows head and a rotation's detail. The rotation joins what
 // it observed on each server with "; ": when that is long, one indented
 // line a part reads better in a log than one clipped line.
-func (d *run) noteDetail(head, detail string) {
+func (d *run) notePhase(head, detail string) {
 	switch {
 	case detail == "":
-		d.note("%s", head)
+		d.say(EventPhase, head)
 		return
 	case len(detail) <= 100:
-		d.note("%s: %s", head, detail)
+		d.say(EventPhase, head+": "+detail)
 		return
 	}
 	parts := strings.Split(detail, "; ")
-	d.note("%s:", head)
+	d.say(EventPhase, head+":")
 	const most = 8
 	for i, part := range parts {
 		if i == most {
-			d.note("    ... %d more", len(parts)-most)
+			d.say(EventPhase, fmt.Sprintf("    ... %d more", len(parts)-most))
 			break
 		}
-		d.note("    %s", clip(part, 200))
+		d.say(EventPhase, "    "+clip(part, 200))
 	}
 }
 

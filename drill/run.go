@@ -86,14 +86,12 @@ type span struct {
 	observed   string
 }
 
-func (d *run) note(format string, args ...any) {
-	if d.cfg.Progress == nil {
-		return
-	}
+// note shows one of the drill's own steps.
+func (d *run) note(format string, args ...any) { d.say(EventStep, fmt.Sprintf(format, args...)) }
+
+func (d *run) say(kind EventKind, text string) {
 	now := time.Now()
-	d.progressMu.Lock()
-	defer d.progressMu.Unlock()
-	d.cfg.Progress(Event{Time: now, Elapsed: now.Sub(d.start), Kind: EventStep, Text: fmt.Sprintf(format, args...)})
+	d.progress(Event{Time: now, Elapsed: now.Sub(d.start), Kind: kind, Text: text})
 }
 
 func (d *run) progress(e Event) {
