@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/natscert/natscert/internal/memsource"
 )
 
 func TestConnectPublishSubscribeRequest(t *testing.T) {
@@ -120,7 +122,7 @@ func TestCloseFromHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	src := memsource.New(f.issue(f.ca, "member"), rootsPEM)
 	closed := make(chan error, 2)
 	var c, d *Conn
 	c = connectTest(t, f, "closer", WithSource(src), WithFailureHandler(func(fl Failure) {
@@ -131,7 +133,7 @@ func TestCloseFromHandler(t *testing.T) {
 	d = connectTest(t, f, "drainer", WithSource(src), WithStrategy(StrategySwap), WithSpread(0),
 		WithSwapHandler(func(SwapReport) { closed <- d.Drain(context.Background()) }))
 	f.kick("closer")
-	src.set(f.issue(f.ca, "member"), rootsPEM, true)
+	src.Set(f.issue(f.ca, "member"), rootsPEM)
 	for range 2 {
 		select {
 		case err := <-closed:

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/natscert/natscert/internal/memsource"
 )
 
 // Subscriptions move with a swap; Unsubscribe after a swap stops every
@@ -18,7 +20,7 @@ func TestSubscriptionAcrossSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	src := memsource.New(f.issue(f.ca, "member"), rootsPEM)
 	m := NewMetrics()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(m)
@@ -36,7 +38,7 @@ func TestSubscriptionAcrossSwap(t *testing.T) {
 	}
 	first := c.Current()
 	leaf := f.issue(f.ca, "member")
-	src.set(leaf, rootsPEM, true)
+	src.Set(leaf, rootsPEM)
 	waitFor(t, 10*time.Second, "swap", func() bool { return swaps.Load() == 1 })
 	if c.Current() == first || !first.IsClosed() {
 		t.Fatal("swap kept the old connection")
@@ -118,7 +120,7 @@ func TestMaterialDuringSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	src := memsource.New(f.issue(f.ca, "member"), rootsPEM)
 	c := connectTest(t, f, "member", WithSource(src), WithStrategy(StrategySwap), WithSpread(0))
 	entered, release := make(chan struct{}), make(chan struct{})
 	if _, err := c.Subscribe("block", func(*nats.Msg) {
@@ -132,7 +134,7 @@ func TestMaterialDuringSwap(t *testing.T) {
 	}
 	<-entered
 	second := f.issue(f.ca, "member")
-	src.set(second, rootsPEM, true)
+	src.Set(second, rootsPEM)
 	// Switched to the second certificate; retiring the old connection
 	// waits for the handler.
 	waitFor(t, 10*time.Second, "switch to the second certificate", func() bool {
@@ -140,7 +142,7 @@ func TestMaterialDuringSwap(t *testing.T) {
 		return st.Presented != nil && st.Presented.CertSHA256 == fp(second)
 	})
 	third := f.issue(f.ca, "member")
-	src.set(third, rootsPEM, true)
+	src.Set(third, rootsPEM)
 	close(release)
 	waitFor(t, 10*time.Second, "third certificate in connz", func() bool {
 		p := f.presented("member")

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/natscert/natscert/internal/memsource"
 )
 
 type scenario struct {
@@ -29,7 +31,7 @@ type scenario struct {
 
 type outcome struct {
 	published          uint64
-	lost, dups, reords int
+	lost, dups, reords int64
 	reqOK, reqFail     int64
 	swaps, cross       uint64
 	overlap            uint64
@@ -56,7 +58,7 @@ func runScenario(t *testing.T, sc scenario) outcome {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := newSwitchable(f.issue(f.ca, "member"), rootsPEM)
+	src := memsource.New(f.issue(f.ca, "member"), rootsPEM)
 	if len(sc.memberServers) == 0 {
 		for i := range f.cluster.Servers {
 			sc.memberServers = append(sc.memberServers, i)
@@ -125,7 +127,7 @@ func runScenario(t *testing.T, sc scenario) outcome {
 		leaf := f.issue(f.ca, "member")
 		want := fp(leaf)
 		start := time.Now()
-		src.set(leaf, rootsPEM, true)
+		src.Set(leaf, rootsPEM)
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			done := 0
@@ -151,16 +153,15 @@ func runScenario(t *testing.T, sc scenario) outcome {
 	// Let deliveries finish.
 	deadline := time.Now().Add(15 * time.Second)
 	for _, m := range members {
-		for !m.ledger.has(out.published) && time.Now().Before(deadline) {
+		for m.ledger.Count(1, out.published).Lost > 0 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	for _, m := range members {
-		out.lost += m.ledger.missing(out.published)
-		m.ledger.mu.Lock()
-		out.dups += m.ledger.dups
-		out.reords += m.ledger.reorders
-		m.ledger.mu.Unlock()
+		tally := m.ledger.Count(1, out.published)
+		out.lost += tally.Lost
+		out.dups += tally.Duplicates
+		out.reords += tally.OutOfOrder
 		st := m.c.Status()
 		out.swaps += st.Swaps
 		out.cross += st.CrossServerSwaps

@@ -3,8 +3,6 @@ package bus
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/binary"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -13,61 +11,15 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/natscert/natscert/material"
+	"github.com/natscert/natscert/internal/seqledger"
 	"github.com/natscert/natscert/pki"
 )
-
-// ledger records which fan-out sequence numbers a member received.
-type ledger struct {
-	mu       sync.Mutex
-	bits     []uint64
-	max      uint64
-	dups     int
-	reorders int
-	n        int
-}
-
-func (l *ledger) add(seq uint64) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	w := int(seq / 64)
-	for w >= len(l.bits) {
-		l.bits = append(l.bits, make([]uint64, len(l.bits)+64)...)
-	}
-	if l.bits[w]&(1<<(seq%64)) != 0 {
-		l.dups++
-		return
-	}
-	l.bits[w] |= 1 << (seq % 64)
-	l.n++
-	if seq < l.max {
-		l.reorders++
-	} else {
-		l.max = seq
-	}
-}
-
-// missing counts sequence numbers in [1, upto] not received.
-func (l *ledger) missing(upto uint64) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	miss := 0
-	for s := uint64(1); s <= upto; s++ {
-		w := int(s / 64)
-		if w >= len(l.bits) || l.bits[w]&(1<<(s%64)) == 0 {
-			miss++
-		}
-	}
-	return miss
-}
-
-func (l *ledger) has(upto uint64) bool { return l.missing(upto) == 0 }
 
 // member is a bus client with a fan-out subscriber and a queue-group
 // responder.
 type member struct {
 	c      *Conn
-	ledger ledger
+	ledger seqledger.Ledger
 	served atomic.Int64
 	warm   atomic.Bool
 }
@@ -80,8 +32,8 @@ func startMember(t testing.TB, ctx context.Context, urls string, name string, op
 	}
 	m := &member{c: c}
 	if _, err := c.Subscribe("fan", func(msg *nats.Msg) {
-		if len(msg.Data) >= 8 {
-			m.ledger.add(binary.BigEndian.Uint64(msg.Data))
+		if seq, ok := seqledger.Decode(msg.Data); ok {
+			m.ledger.Record(seq)
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -174,9 +126,7 @@ func startTraffic(t testing.TB, pub, req *nats.Conn, rate, reqRate int) *traffic
 			case now := <-tick.C:
 				want := uint64(now.Sub(start).Seconds() * float64(rate))
 				for tr.seq.Load() < want {
-					var b [8]byte
-					binary.BigEndian.PutUint64(b[:], tr.seq.Add(1))
-					_ = pub.Publish("fan", b[:])
+					_ = pub.Publish("fan", seqledger.Append(nil, tr.seq.Add(1)))
 				}
 			}
 		}
@@ -226,80 +176,3 @@ func (tr *traffic) end(t testing.TB) uint64 {
 	}
 	return tr.seq.Load()
 }
-
-// switchable is a Source whose material a test sets, shared by many
-// members: one rotation, every member sees it at once, as a fleet does.
-type switchable struct {
-	mu   sync.Mutex
-	cur  *material.StaticSource
-	gen  uint64
-	subs map[int]func(material.Event)
-	next int
-}
-
-var _ material.Source = (*switchable)(nil)
-
-func newSwitchable(leaf *pki.Leaf, roots []byte) *switchable {
-	s := &switchable{subs: map[int]func(material.Event){}}
-	s.set(leaf, roots, false)
-	return s
-}
-
-func (s *switchable) set(leaf *pki.Leaf, rootsPEM []byte, notify bool) {
-	roots, _ := pki.ParseCertificates(rootsPEM)
-	src := material.NewStaticSource(leaf.TLSCertificate(), roots)
-	s.mu.Lock()
-	s.gen++
-	s.cur = src
-	snap := s.snapLocked()
-	var fns []func(material.Event)
-	for _, fn := range s.subs {
-		fns = append(fns, fn)
-	}
-	s.mu.Unlock()
-	if notify {
-		for _, fn := range fns {
-			fn(material.Event{Kind: material.EventLoaded, Time: time.Now(), Reason: "test", Snapshot: snap})
-		}
-	}
-}
-
-func (s *switchable) snapLocked() material.Snapshot {
-	snap := s.cur.Snapshot()
-	snap.Generation = s.gen
-	return snap
-}
-
-func (s *switchable) Cert() (tls.Certificate, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur.Cert()
-}
-
-func (s *switchable) RootCAs() (*x509.CertPool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur.RootCAs()
-}
-
-func (s *switchable) Snapshot() material.Snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.snapLocked()
-}
-
-func (s *switchable) Subscribe(fn func(material.Event)) func() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	id := s.next
-	s.next++
-	s.subs[id] = fn
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.subs, id)
-	}
-}
-
-func (s *switchable) Refresh(ctx context.Context) error { return ctx.Err() }
-func (s *switchable) Close() error                      { return nil }
