@@ -25,9 +25,18 @@ func EncodeCertificates(certs ...*x509.Certificate) []byte {
 
 // EncodeKey PEM-encodes a private key as PKCS#8.
 func EncodeKey(key crypto.Signer) ([]byte, error) {
+	b, err := encodeKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	return b, nil
+}
+
+// encodeKey is EncodeKey for callers in pki that prefix errors themselves.
+func encodeKey(key crypto.Signer) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: encode key: %w", err)
+		return nil, fmt.Errorf("encode key: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }

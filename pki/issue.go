@@ -139,82 +139,83 @@ type Leaf struct {
 // NewCA creates a self-signed CA valid for ten years unless told otherwise.
 func NewCA(commonName string, opts ...Option) (*CA, error) {
 	t := newTemplate(10*365*24*time.Hour, opts)
-	key, err := generateKey(t.keyType)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
 		Subject:               t.subject(commonName),
 		NotBefore:             t.notBefore,
 		NotAfter:              t.notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		SubjectKeyId:          subjectKeyID(key.Public()),
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	s, err := sign(t.keyType, tmpl, nil, nil)
 	if err != nil {
 		return nil, fmt.Errorf("pki: create CA %q: %w", commonName, err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("pki: parse new CA: %w", err)
-	}
-	keyPEM, err := EncodeKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &CA{Cert: cert, Key: key, CertPEM: EncodeCertificates(cert), KeyPEM: keyPEM}, nil
+	return &CA{Cert: s.cert, Key: s.key, CertPEM: EncodeCertificates(s.cert), KeyPEM: s.keyPEM}, nil
 }
 
 // Issue signs a new leaf for role, valid for one year unless told otherwise.
 func (ca *CA) Issue(commonName string, role Role, opts ...Option) (*Leaf, error) {
 	t := newTemplate(365*24*time.Hour, opts)
-	key, err := generateKey(t.keyType)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	usage := x509.KeyUsageDigitalSignature
-	if _, isRSA := key.(*rsa.PrivateKey); isRSA {
-		usage |= x509.KeyUsageKeyEncipherment
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
 		Subject:               t.subject(commonName),
 		NotBefore:             t.notBefore,
 		NotAfter:              t.notAfter,
-		KeyUsage:              usage,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:           append([]x509.ExtKeyUsage{role.extKeyUsage()}, t.extraEKU...),
 		BasicConstraintsValid: true,
 		DNSNames:              t.dns,
 		IPAddresses:           t.ips,
 		URIs:                  t.uris,
 		EmailAddresses:        t.emails,
-		SubjectKeyId:          subjectKeyID(key.Public()),
 		AuthorityKeyId:        ca.Cert.SubjectKeyId,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	s, err := sign(t.keyType, tmpl, ca.Cert, ca.Key)
 	if err != nil {
 		return nil, fmt.Errorf("pki: issue %q: %w", commonName, err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("pki: parse new leaf: %w", err)
-	}
-	keyPEM, err := EncodeKey(key)
+	return &Leaf{Cert: s.cert, Key: s.key, CertPEM: EncodeCertificates(s.cert), KeyPEM: s.keyPEM}, nil
+}
+
+// signed is a new certificate with its new key.
+type signed struct {
+	cert   *x509.Certificate
+	key    crypto.Signer
+	keyPEM []byte
+}
+
+// sign generates a key of type k and signs tmpl for it with a fresh
+// serial: by parent and parentKey, or by the new key itself when parent is
+// nil (a self-signed CA). An RSA key also gets key encipherment, which
+// TLS 1.2 RSA key exchange needs.
+func sign(k KeyType, tmpl *x509.Certificate, parent *x509.Certificate, parentKey crypto.Signer) (*signed, error) {
+	key, err := generateKey(k)
 	if err != nil {
 		return nil, err
 	}
-	return &Leaf{Cert: cert, Key: key, CertPEM: EncodeCertificates(cert), KeyPEM: keyPEM}, nil
+	if tmpl.SerialNumber, err = newSerial(); err != nil {
+		return nil, err
+	}
+	tmpl.SubjectKeyId = subjectKeyID(key.Public())
+	if _, isRSA := key.(*rsa.PrivateKey); isRSA && !tmpl.IsCA {
+		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse the new certificate: %w", err)
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &signed{cert: cert, key: key, keyPEM: keyPEM}, nil
 }
 
 // TLSCertificate returns the leaf as a tls.Certificate with Leaf set.
@@ -285,13 +286,13 @@ func generateKey(k KeyType) (crypto.Signer, error) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		return priv, err
 	}
-	return nil, fmt.Errorf("pki: key type %q: want %s, %s or %s", k, KeyECDSAP256, KeyRSA2048, KeyEd25519)
+	return nil, fmt.Errorf("key type %q: want %s, %s or %s", k, KeyECDSAP256, KeyRSA2048, KeyEd25519)
 }
 
 func newSerial() (*big.Int, error) {
 	s, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, fmt.Errorf("pki: serial: %w", err)
+		return nil, fmt.Errorf("serial: %w", err)
 	}
 	return s.Add(s, big.NewInt(1)), nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,8 +78,11 @@ func TestIssueKeyTypes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := pki.NewCA("x", pki.WithKeyType("dsa")); err == nil {
-		t.Error("NewCA accepted an unknown key type")
+	if _, err := pki.NewCA("x", pki.WithKeyType("dsa")); err == nil || strings.Count(err.Error(), "pki:") != 1 {
+		t.Errorf("NewCA with an unknown key type: %v, want one prefixed error", err)
+	}
+	if _, err := newCA(t, "CA").Issue("x", pki.RoleClient, pki.WithKeyType("dsa")); err == nil || strings.Count(err.Error(), "pki:") != 1 {
+		t.Errorf("Issue with an unknown key type: %v, want one prefixed error", err)
 	}
 }
 
