@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natscert/natscert/bus"
+	"github.com/natscert/natscert/internal/memsource"
+	"github.com/natscert/natscert/internal/seqledger"
 	"github.com/natscert/natscert/material"
 	"github.com/natscert/natscert/pki"
 )
@@ -48,7 +51,7 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	nc := f.plain(b, url, "bench-plain")
 	defer nc.Close()
-	src := newSwitchable(f.leaf(b, "bench-bus"), f.roots)
+	src := memsource.New(f.leaf(b, "bench-bus"), f.roots)
 	c, err := bus.Connect(context.Background(), url, bus.WithSource(src), bus.WithName("bench-bus"), bus.WithLogger(quiet()))
 	if err != nil {
 		b.Fatal(err)
@@ -86,7 +89,7 @@ func TestLoadFailedHandshakeRate(t *testing.T) {
 		var cs []*bus.Conn
 		for i := range clients {
 			name := fmt.Sprintf("rate-bus-%d", i)
-			c, err := bus.Connect(context.Background(), urls, bus.WithSource(newSwitchable(f.leaf(t, name), f.roots)),
+			c, err := bus.Connect(context.Background(), urls, bus.WithSource(memsource.New(f.leaf(t, name), f.roots)),
 				bus.WithName(name), bus.WithLogger(quiet()), bus.WithBackoff(bus.DefaultBackoffMin/scale, bus.DefaultBackoffMax/scale))
 			if err != nil {
 				t.Fatal(err)
@@ -129,11 +132,12 @@ func TestLoadFailedHandshakeRate(t *testing.T) {
 	}
 }
 
+// dialCounter counts a plain nats.go client's dials.
 type dialCounter struct{ n *atomic.Int64 }
 
-func (d dialCounter) Dial(network, addr string) (netConn, error) {
+func (d dialCounter) Dial(network, addr string) (net.Conn, error) {
 	d.n.Add(1)
-	return dialer.Dial(network, addr)
+	return net.DialTimeout(network, addr, 2*time.Second)
 }
 
 // TestLoadFilesToReconnected times, for a client the servers reject,
@@ -147,7 +151,6 @@ func TestLoadFilesToReconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	ca := f.ca
 	if err := f.leaf(t, "files").WriteFiles(certFile, keyFile); err != nil {
 		t.Fatal(err)
 	}
@@ -188,9 +191,7 @@ func TestLoadFilesToReconnected(t *testing.T) {
 			return st.Connected && st.Presented != nil && st.Presented.CertSHA256 == want
 		})
 		times = append(times, time.Since(start))
-		ca = next
 	}
-	_ = ca
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 	var sum time.Duration
 	for _, d := range times {
@@ -281,15 +282,15 @@ func bestFloor(t *testing.T, f *fixture, url string, n int, what string) time.Du
 type convergence struct {
 	floor                time.Duration
 	took                 time.Duration
-	lost, dups, reorders int
+	lost, dups, reorders int64
 	failed               uint64
 	peakWindow           int
 }
 
 func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy, limiter *bus.SwapLimiter) convergence {
-	src := newSwitchable(f.leaf(t, "conv"), f.roots)
+	src := memsource.New(f.leaf(t, "conv"), f.roots)
 	clients := make([]*bus.Conn, n)
-	ledgers := make([]*ledger, n)
+	ledgers := make([]*seqledger.Ledger, n)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
 	var pmu sync.Mutex
@@ -335,8 +336,12 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 				t.Error(err)
 				return
 			}
-			l := &ledger{}
-			if _, err := c.Subscribe("fan", l.onMsg); err != nil {
+			l := &seqledger.Ledger{}
+			if _, err := c.Subscribe("fan", func(m *nats.Msg) {
+				if seq, ok := seqledger.Decode(m.Data); ok {
+					l.Record(seq)
+				}
+			}); err != nil {
 				t.Error(err)
 			}
 			_ = c.Flush()
@@ -360,10 +365,7 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 	go func() { defer close(done); publisher(pub, 200, &seq, stop) }()
 	waitUntil(t, 30*time.Second, func() bool {
 		for _, l := range ledgers {
-			l.mu.Lock()
-			m := l.max
-			l.mu.Unlock()
-			if m == 0 {
+			if l.Max() == 0 {
 				return false
 			}
 		}
@@ -378,7 +380,7 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 	leaf := f.leaf(t, "conv")
 	want := pki.CertSHA256(leaf.Cert)
 	start := time.Now()
-	src.set(leaf, f.roots)
+	src.Set(leaf, f.roots)
 	// A swap is done when its handler is called; waiting for the count
 	// rather than reading every client's status keeps the measurement's
 	// own cost out of the run. Reconnect has no such signal.
@@ -412,16 +414,15 @@ func converge(t *testing.T, f *fixture, url string, n int, strategy bus.Strategy
 	to := seq.Load()
 	deadline := time.Now().Add(5 * time.Second)
 	for _, l := range ledgers {
-		for l.missing(from, to) > 0 && time.Now().Before(deadline) {
+		for l.Count(from, to).Lost > 0 && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	for i, l := range ledgers {
-		r.lost += l.missing(from, to)
-		l.mu.Lock()
-		r.dups += l.dups
-		r.reorders += l.reorders
-		l.mu.Unlock()
+		tally := l.Count(from, to)
+		r.lost += tally.Lost
+		r.dups += tally.Duplicates
+		r.reorders += tally.OutOfOrder
 		r.failed += clients[i].Status().FailedAttempts
 	}
 	return r

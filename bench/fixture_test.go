@@ -1,12 +1,8 @@
 package bench
 
 import (
-	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/binary"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,7 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/natscert/natscert/internal/embedded"
-	"github.com/natscert/natscert/material"
+	"github.com/natscert/natscert/internal/seqledger"
 	"github.com/natscert/natscert/pki"
 )
 
@@ -115,120 +111,6 @@ func floor(tb testing.TB, f *fixture, url string, n, conc int) time.Duration {
 	return time.Since(start)
 }
 
-// switchable is a Source a benchmark sets for many clients at once.
-type switchable struct {
-	mu   sync.Mutex
-	cur  *material.StaticSource
-	gen  uint64
-	subs map[int]func(material.Event)
-	next int
-}
-
-func newSwitchable(leaf *pki.Leaf, roots []byte) *switchable {
-	s := &switchable{subs: map[int]func(material.Event){}}
-	s.set(leaf, roots)
-	return s
-}
-
-func (s *switchable) set(leaf *pki.Leaf, rootsPEM []byte) {
-	roots, _ := pki.ParseCertificates(rootsPEM)
-	src := material.NewStaticSource(leaf.TLSCertificate(), roots)
-	s.mu.Lock()
-	s.gen++
-	s.cur = src
-	snap := s.snapLocked()
-	var fns []func(material.Event)
-	for _, fn := range s.subs {
-		fns = append(fns, fn)
-	}
-	s.mu.Unlock()
-	for _, fn := range fns {
-		fn(material.Event{Kind: material.EventLoaded, Time: time.Now(), Reason: "bench", Snapshot: snap})
-	}
-}
-
-func (s *switchable) snapLocked() material.Snapshot {
-	snap := s.cur.Snapshot()
-	snap.Generation = s.gen
-	return snap
-}
-
-func (s *switchable) Cert() (tls.Certificate, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur.Cert()
-}
-
-func (s *switchable) RootCAs() (*x509.CertPool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cur.RootCAs()
-}
-
-func (s *switchable) Snapshot() material.Snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.snapLocked()
-}
-
-func (s *switchable) Subscribe(fn func(material.Event)) func() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	id := s.next
-	s.next++
-	s.subs[id] = fn
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.subs, id)
-	}
-}
-
-func (s *switchable) Refresh(ctx context.Context) error { return ctx.Err() }
-func (s *switchable) Close() error                      { return nil }
-
-// ledger counts a client's fan-out deliveries by sequence number.
-type ledger struct {
-	mu             sync.Mutex
-	seen           map[uint64]bool
-	max            uint64
-	dups, reorders int
-}
-
-func (l *ledger) onMsg(m *nats.Msg) {
-	if len(m.Data) < 8 {
-		return
-	}
-	seq := binary.BigEndian.Uint64(m.Data)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.seen == nil {
-		l.seen = map[uint64]bool{}
-	}
-	if l.seen[seq] {
-		l.dups++
-		return
-	}
-	l.seen[seq] = true
-	if seq < l.max {
-		l.reorders++
-	} else {
-		l.max = seq
-	}
-}
-
-func (l *ledger) missing(from, to uint64) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-	for s := from; s <= to; s++ {
-		if !l.seen[s] {
-			n++
-		}
-	}
-	return n
-}
-
 // publisher publishes sequence numbers at rate a second until stop.
 func publisher(nc *nats.Conn, rate int, seq *atomic.Uint64, stop <-chan struct{}) {
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -241,17 +123,11 @@ func publisher(nc *nats.Conn, rate int, seq *atomic.Uint64, stop <-chan struct{}
 		case now := <-tick.C:
 			want := uint64(now.Sub(start).Seconds() * float64(rate))
 			for seq.Load() < want {
-				var b [8]byte
-				binary.BigEndian.PutUint64(b[:], seq.Add(1))
-				_ = nc.Publish("fan", b[:])
+				_ = nc.Publish("fan", seqledger.Append(nil, seq.Add(1)))
 			}
 		}
 	}
 }
-
-type netConn = net.Conn
-
-var dialer = &net.Dialer{Timeout: 2 * time.Second}
 
 func kickAll(s *embedded.Server) {
 	cz, _ := s.NATS.Connz(&server.ConnzOptions{Limit: 100000})
