@@ -231,3 +231,20 @@ func TestFromRotationPinnedProofCountsAsRejected(t *testing.T) {
 		t.Fatal("a timed-out old probe counted as rejected")
 	}
 }
+
+// A rotation report claims no loss it never measured, and an abort that
+// restored everything is not a proven rotation.
+func TestRotationVerdicts(t *testing.T) {
+	start := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
+	res := &rotation.Result{Plan: "p", Start: start, End: start.Add(time.Minute), OK: true, Outcome: "completed",
+		Proof: []rotation.ServerProof{{Server: "n1", OK: true, OldRefused: true, New: rotation.ProbeResult{Outcome: rotation.Accepted}}}}
+	if v := report.FromRotation(res).Verdict(); !v.OK || v.Headline != report.RotationProven || strings.Contains(v.Headline, "lost") {
+		t.Errorf("completed rotation: %+v", v)
+	}
+	aborted := &rotation.Result{Plan: "p", Start: start, End: start.Add(time.Minute), OK: true, Outcome: "aborted",
+		Phases: []rotation.PhaseRecord{{Name: rotation.PhaseAbort, Start: start, End: start.Add(time.Minute), OK: true}}}
+	r := report.FromRotation(aborted)
+	if v := r.Verdict(); r.OK || v.OK || v.Headline != report.RotationAborted {
+		t.Errorf("aborted rotation: report OK %v, verdict %+v", r.OK, v)
+	}
+}

@@ -8,11 +8,12 @@ import (
 
 // FromRotation records a rotation's result: its phases, waves, members,
 // timeline, budget and proof. `natscert rotate` writes it as is; the drill
-// adds its own phases and per-member costs around it.
+// adds its own phases and per-member costs around it. It is OK only for a
+// rotation that completed: an abort that succeeded rotated nothing.
 func FromRotation(res *rotation.Result) *Report {
 	r := &Report{
 		Kind: "rotation", Title: "Rotation " + res.Plan,
-		StartedAt: res.Start, FinishedAt: res.End, OK: res.OK,
+		StartedAt: res.Start, FinishedAt: res.End, OK: res.OK && res.Outcome == "completed",
 		Setup: map[string]any{"outcome": res.Outcome},
 	}
 	if res.Error != "" {

@@ -16,12 +16,26 @@ type Verdict struct {
 // Proven is the headline of a run in which every promise held.
 const Proven = "Old certificate rejected on every server; nothing lost"
 
+// RotationProven is the headline of a rotation that completed and was
+// proven. A rotation measures no traffic, so it claims nothing about loss.
+const RotationProven = "Old certificate rejected and new one accepted on every server"
+
+// RotationAborted is the headline of a rotation rolled back by abort.
+const RotationAborted = "Rotation aborted: old trust and material restored; nothing rotated"
+
 // Verdict states the outcome of r. A report is OK only when r.OK is set
 // and r.Broken is empty; when r.OK is false without a reason given, the
 // reasons are read from the proof, the losses, the phases and the waves.
 func (r *Report) Verdict() Verdict {
-	if r.OK && len(r.Broken) == 0 {
+	rotation := r.Kind == "rotation"
+	switch {
+	case r.OK && len(r.Broken) == 0 && rotation:
+		return Verdict{OK: true, Headline: RotationProven}
+	case r.OK && len(r.Broken) == 0:
 		return Verdict{OK: true, Headline: Proven}
+	case rotation && r.Setup["outcome"] == "aborted" && len(r.Broken) == 0:
+		// Not OK: nothing was rotated; but nothing broke either.
+		return Verdict{Headline: RotationAborted}
 	}
 	broken := r.Broken
 	if len(broken) == 0 {

@@ -41,11 +41,10 @@ func (r *Runner) Abort(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	err = r.phase(ctx, PhaseAbort, false, r.rollback)
-	r.finish(err)
+	r.finish(err, "aborted")
 	if err != nil {
 		return r.res, err
 	}
-	r.res.OK, r.res.Outcome = true, "aborted"
 	if err := j.Write("aborted", StepDone, "old trust and material restored", nil); err != nil {
 		return r.res, err
 	}

@@ -99,7 +99,8 @@ type Result struct {
 	Plan  string    `json:"plan"`
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end"`
-	// OK: rotated, converged and proven.
+	// OK: rotated, converged and proven; false after an abort, even one
+	// that restored everything (Outcome aborted).
 	OK bool `json:"ok"`
 	// Outcome is completed, failed, paused, interrupted or aborted.
 	Outcome string          `json:"outcome"`

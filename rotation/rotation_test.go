@@ -202,11 +202,20 @@ func TestGateFailureThenAbort(t *testing.T) {
 	tg.mu.Lock()
 	tg.skip = nil
 	tg.mu.Unlock()
-	r, err = New(p, WithServers(f.servers()...), WithTarget("static", tg), WithPollInterval(100*time.Millisecond))
+	var ended []Event
+	r, err = New(p, WithServers(f.servers()...), WithTarget("static", tg), WithPollInterval(100*time.Millisecond),
+		WithEvents(func(e Event) {
+			if e.Kind == RotationEnded {
+				ended = append(ended, e)
+			}
+		}))
 	must(t, err)
 	res, err = r.Abort(testContext(t))
 	if err != nil {
 		t.Fatalf("Abort: %v (%+v)", err, res)
+	}
+	if res.OK || res.Outcome != "aborted" || len(ended) != 1 || ended[0].Detail != "aborted" {
+		t.Errorf("abort: ok %v outcome %s, rotation_ended %+v", res.OK, res.Outcome, ended)
 	}
 	for i, s := range f.cluster.Servers {
 		want := f.old.CertPEM

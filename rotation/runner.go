@@ -188,7 +188,7 @@ func (r *Runner) execute(ctx context.Context, resume bool) (*Result, error) {
 			break
 		}
 	}
-	r.finish(err)
+	r.finish(err, "completed")
 	if err == nil {
 		if jerr := r.j.Write("rotation", StepDone, "rotated and proven", nil); jerr != nil {
 			err = jerr
@@ -261,13 +261,14 @@ func (r *Runner) emit(e Event) {
 	r.onEvent(e)
 }
 
-// finish fills the result's outcome and members.
-func (r *Runner) finish(err error) {
+// finish fills the result's outcome and members; done is the outcome
+// when err is nil: completed (a run) or aborted (an abort).
+func (r *Runner) finish(err error, done string) {
 	res := r.res
 	res.End = time.Now()
 	switch {
 	case err == nil:
-		res.OK, res.Outcome = true, "completed"
+		res.OK, res.Outcome = done == "completed", done
 	case errors.Is(err, ErrPaused):
 		res.Outcome = "paused"
 	case errors.Is(err, ErrInterrupted):
