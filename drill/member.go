@@ -198,7 +198,7 @@ func (m *member) restart(ctx context.Context) error {
 		return err
 	}
 	if m.pool != nil {
-		if err := m.waitProcessSubscribed(ctx); err != nil {
+		if err := waitSubscribed(ctx, m.servers, []*member{m}, 30*time.Second); err != nil {
 			return err
 		}
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/natscert/natscert/internal/embedded"
 	"github.com/natscert/natscert/internal/workerreport"
 )
 
@@ -145,7 +146,7 @@ func (d *run) startWorkers(ctx context.Context) error {
 			return err
 		}
 	}
-	return d.waitSubscribed(ctx, 60*time.Second)
+	return waitSubscribed(ctx, d.setup.cluster.Servers, d.members, 60*time.Second)
 }
 
 // startProcess starts the member's worker with the member's files, and a
@@ -258,14 +259,15 @@ func (p *workerPool) stop() {
 	}
 }
 
-// waitSubscribed waits until every member's connection is on a server
-// with both subscriptions: worker processes report only at exit, so the
-// drill reads the servers' view instead.
-func (d *run) waitSubscribed(ctx context.Context, timeout time.Duration) error {
+// waitSubscribed waits until every one of ms has a connection with both
+// subscriptions on one of servers: worker processes report only at exit,
+// so the drill reads the servers' view instead. A worker that exits
+// meanwhile ends the wait with its stderr.
+func waitSubscribed(ctx context.Context, servers []*embedded.Server, ms []*member, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		subs := map[string]uint32{}
-		for _, s := range d.setup.cluster.Servers {
+		for _, s := range servers {
 			if s.NATS == nil {
 				continue
 			}
@@ -278,7 +280,7 @@ func (d *run) waitSubscribed(ctx context.Context, timeout time.Duration) error {
 			}
 		}
 		missing := 0
-		for _, m := range d.members {
+		for _, m := range ms {
 			if subs[m.name] < 2 {
 				missing++
 			}
@@ -286,7 +288,7 @@ func (d *run) waitSubscribed(ctx context.Context, timeout time.Duration) error {
 		if missing == 0 {
 			return nil
 		}
-		for _, m := range d.members {
+		for _, m := range ms {
 			m.mu.Lock()
 			p := m.proc
 			m.mu.Unlock()
@@ -302,35 +304,7 @@ func (d *run) waitSubscribed(ctx context.Context, timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("drill: %d worker(s) not connected and subscribed within %v", missing, timeout)
 		}
-		if !sleepCtx(ctx, 50*time.Millisecond) {
-			return fmt.Errorf("drill: %w", ctx.Err())
-		}
-	}
-}
-
-// waitProcessSubscribed waits until the member's new worker is connected
-// with both subscriptions on its home server.
-func (m *member) waitProcessSubscribed(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		for _, s := range m.servers {
-			if s.NATS == nil {
-				continue
-			}
-			cz, err := s.NATS.Connz(&server.ConnzOptions{Limit: 1 << 20})
-			if err != nil {
-				continue
-			}
-			for _, c := range cz.Conns {
-				if c.Name == m.name && c.NumSubs >= 2 {
-					return nil
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("drill: restarted worker %s not subscribed within 30s", m.name)
-		}
-		if !sleepCtx(ctx, 10*time.Millisecond) {
+		if !sleepCtx(ctx, 20*time.Millisecond) {
 			return fmt.Errorf("drill: %w", ctx.Err())
 		}
 	}
