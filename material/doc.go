@@ -40,7 +40,10 @@
 // are then re-read by the periodic re-check only.
 //
 // Cert and RootCAs do no file I/O and take no lock: they read an atomic
-// pointer to an immutable set. Every outcome (loaded, rejected with its
+// pointer to an immutable set. A caller that needs the certificate, the
+// roots and their Snapshot together (to know which generation a dial
+// presents) reads them as one Set with CurrentOf(src): three separate
+// calls can straddle a swap. Every outcome (loaded, rejected with its
 // reason, unchanged) goes to subscribers, to log/slog and to the Metrics
 // collector. A re-read that finds the same bytes is unchanged and does not
 // bump Snapshot.Generation.
