@@ -1,7 +1,7 @@
 package rotation
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,29 +46,41 @@ type Journal struct {
 }
 
 // OpenJournal opens (or creates) the journal at path and reads what it
-// holds. A torn last line, from a crash while writing, is ignored.
+// holds. A torn last line, from a crash while writing, is cut off, so that
+// the next record starts a line of its own; any other line that does not
+// parse is an error: a record lost could make a completed step run again.
 func OpenJournal(path string) (*Journal, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("rotation: journal: %w", err)
 	}
 	j := &Journal{path: path, state: map[string]string{}, data: map[string]map[string]string{}}
-	if f, err := os.Open(path); err == nil {
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var r Record
-			if json.Unmarshal(sc.Bytes(), &r) != nil {
-				continue
-			}
-			j.apply(r)
-		}
-		f.Close()
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	b, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("rotation: journal: %w", err)
+	}
+	whole := bytes.LastIndexByte(b, '\n') + 1 // bytes up to the last complete line
+	for i, line := range bytes.Split(b[:whole], []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var r Record
+		if err := json.Unmarshal(line, &r); err != nil {
+			return nil, fmt.Errorf("rotation: journal %s: line %d: %w", path, i+1, err)
+		}
+		j.apply(r)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("rotation: journal: %w", err)
+	}
+	if whole < len(b) {
+		if err := f.Truncate(int64(whole)); err == nil {
+			err = f.Sync()
+		}
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("rotation: journal: cut the torn last line: %w", err)
+		}
 	}
 	j.f = f
 	return j, nil
