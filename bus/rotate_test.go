@@ -83,17 +83,19 @@ func TestRotationReconnect(t *testing.T) {
 // Trust moves to a new CA only and the clients are kicked. A bus client
 // recovers once its new files land; a start-up-loaded client (today's
 // code) makes many more failed attempts over the same window and never
-// recovers. Backoff and ReconnectWait are scaled down by ten alike so the
-// test is short.
+// recovers. Both clocks are scaled down alike (bus backoff 5 ms..2 s,
+// ReconnectWait 50 ms), and the window is counted in the static client's
+// attempts, so that a slow machine stretches it for both. The rate itself
+// is measured in bench (TestLoadFailedHandshakeRate).
 func TestTrustMovedRecovery(t *testing.T) {
 	f := newFixture(t, 1, false)
 	old := f.issue(f.ca, "member")
 	f.write(old)
 	var fails failures
-	c := connectTest(t, f, "member", WithSource(f.source()), WithBackoff(50*time.Millisecond, 4*time.Second),
+	c := connectTest(t, f, "member", WithSource(f.source()), WithBackoff(5*time.Millisecond, 2*time.Second),
 		WithFailureHandler(fails.add))
 
-	// Today's code, scaled: ReconnectWait 200 ms (+ nats.go's TLS jitter).
+	// Today's code, scaled: ReconnectWait 50 ms (+ nats.go's TLS jitter).
 	cert := old.TLSCertificate()
 	roots, err := pki.ReadCertificates(f.caFile)
 	if err != nil {
@@ -102,7 +104,7 @@ func TestTrustMovedRecovery(t *testing.T) {
 	var dials countingDialer
 	static, err := nats.Connect(f.urls(), nats.Name("static"), nats.SetCustomDialer(&dials),
 		nats.Secure(&tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, RootCAs: pki.Pool(roots)}),
-		nats.MaxReconnects(-1), nats.ReconnectWait(200*time.Millisecond), nats.ReconnectJitter(0, 100*time.Millisecond))
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.ReconnectJitter(0, 25*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,21 +121,25 @@ func TestTrustMovedRecovery(t *testing.T) {
 	f.kick("static")
 	waitFor(t, 5*time.Second, "both disconnected", func() bool { return !c.Status().Connected && !static.IsConnected() })
 
-	// The scaled first minute: the backoff ramps up.
-	time.Sleep(6 * time.Second)
+	// Past the ramp: after 9 failures bus's ceiling is at its cap.
+	waitFor(t, 30*time.Second, "bus backoff at its cap", func() bool { return c.Status().FailedAttempts >= 9 })
 	busBefore, staticBefore := c.Status().FailedAttempts, dials.n.Load()
-	time.Sleep(12 * time.Second)
+	waitFor(t, 60*time.Second, "40 attempts of the static client", func() bool { return dials.n.Load()-staticBefore >= 40 })
 	busN, staticN := c.Status().FailedAttempts-busBefore, dials.n.Load()-staticBefore
 	t.Logf("failed attempts over the window: bus %d, start-up-loaded %d", busN, staticN)
-	if staticN < 3*int64(busN) || staticN < 20 {
+	// Expected about 12 times; 3 leaves room for a busy machine.
+	if staticN < 3*int64(busN) {
 		t.Fatalf("bus %d vs static %d failed attempts: want static >= 3x bus", busN, staticN)
 	}
-	// None silent: every failed attempt reached the failure handler.
+	// None silent: every failed attempt reached the failure handler, as
+	// refused (or, on a busy machine, timed out).
 	waitFor(t, 5*time.Second, "every failure reported", func() bool {
 		return uint64(fails.count(func(f Failure) bool { return f.Attempt })) == c.Status().FailedAttempts
 	})
-	if n := fails.count(func(f Failure) bool { return f.Attempt && f.Reason != ReasonRejected }); n != 0 {
-		t.Fatalf("%d attempt failures not classified as rejected:%s", n, fails.String())
+	if n := fails.count(func(f Failure) bool {
+		return f.Attempt && f.Reason != ReasonRejected && f.Reason != ReasonTimeout
+	}); n != 0 {
+		t.Fatalf("%d attempt failures neither rejected nor timed out:%s", n, fails.String())
 	}
 
 	leaf := f.issue(next, "member")
@@ -144,8 +150,9 @@ func TestTrustMovedRecovery(t *testing.T) {
 		return len(p) == 1 && p[0] == fp(leaf)
 	})
 	t.Logf("good files landing to reconnected: %s", time.Since(landed).Round(time.Millisecond))
-	// The static client had the same window and more: still out.
-	time.Sleep(time.Second)
+	// The static client had the same window and more: it keeps failing.
+	after := dials.n.Load()
+	waitFor(t, 10*time.Second, "more attempts of the static client", func() bool { return dials.n.Load() >= after+3 })
 	if static.IsConnected() {
 		t.Fatal("start-up-loaded client recovered, which it cannot")
 	}
