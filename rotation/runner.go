@@ -145,20 +145,22 @@ func (r *Runner) start(ctx context.Context, resume bool) (*Result, error) {
 		return nil, fmt.Errorf("rotation: %w: the journal %s holds no rotation", ErrNotResumable, j.Path())
 	case resume && st == StepDone:
 		return nil, fmt.Errorf("rotation: %w: the rotation in %s has finished", ErrNotResumable, j.Path())
-	case resume && j.State("aborted") == StepDone:
-		return nil, fmt.Errorf("rotation: %w: the rotation in %s was aborted", ErrNotResumable, j.Path())
+	case resume && j.State("aborted") != "":
+		// Even an abort left half-way may have restored old trust:
+		// resuming on top of it would roll on material it undid.
+		return nil, fmt.Errorf("rotation: %w: the rotation in %s was aborted (%s); finish with abort", ErrNotResumable, j.Path(), j.State("aborted"))
 	}
 	if !resume {
 		if err := j.Write("rotation", StepBegin, r.plan.Name, nil); err != nil {
 			return nil, err
 		}
 	}
-	return r.execute(ctx, resume)
+	return r.execute(ctx)
 }
 
 // execute runs the phases in order, each entered only after the previous
 // one was observed.
-func (r *Runner) execute(ctx context.Context, resume bool) (*Result, error) {
+func (r *Runner) execute(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r.runCtx = ctx
