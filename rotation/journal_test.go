@@ -1,10 +1,12 @@
 package rotation
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A crash mid-write leaves a torn last line: reopening cuts it off, and
@@ -54,5 +56,37 @@ func TestJournalBadLinesFail(t *testing.T) {
 	defer j.Close()
 	if j.State("a") != StepDone {
 		t.Errorf("a 2 MiB line was dropped")
+	}
+}
+
+// A preflight that fails touches nothing and begins no rotation: a second
+// run is not refused as in progress, and there is nothing to abort. A
+// rotation whose abort began, even unfinished, cannot be resumed.
+func TestPreflightFailureBeginsNothing(t *testing.T) {
+	f := newFixture(t, 1)
+	f.addClient("api-1", "api-1", false)
+	p := f.plan([]string{"api-1"}, nil)
+	p.SLA = time.Nanosecond // the budget cannot fit: preflight fails
+	ctx := testContext(t)
+	for range 2 {
+		r, err := New(p, WithServers(f.servers()...))
+		must(t, err)
+		if _, err := r.Run(ctx); !errors.Is(err, ErrPhaseFailed) {
+			t.Fatalf("run: %v, want the preflight's ErrPhaseFailed", err)
+		}
+	}
+	r, err := New(p, WithServers(f.servers()...))
+	must(t, err)
+	if _, err := r.Abort(ctx); !errors.Is(err, ErrNotResumable) {
+		t.Errorf("abort after a failed preflight: %v, want ErrNotResumable", err)
+	}
+
+	j, err := OpenJournal(filepath.Join(p.StateDir, JournalFile))
+	must(t, err)
+	must(t, j.Write("rotation", StepBegin, "test", nil))
+	must(t, j.Write("aborted", StepBegin, "", nil))
+	must(t, j.Close())
+	if _, err := r.Resume(ctx); !errors.Is(err, ErrNotResumable) {
+		t.Errorf("resume after an abort began: %v, want ErrNotResumable", err)
 	}
 }

@@ -150,11 +150,6 @@ func (r *Runner) start(ctx context.Context, resume bool) (*Result, error) {
 		// resuming on top of it would roll on material it undid.
 		return nil, fmt.Errorf("rotation: %w: the rotation in %s was aborted (%s); finish with abort", ErrNotResumable, j.Path(), j.State("aborted"))
 	}
-	if !resume {
-		if err := j.Write("rotation", StepBegin, r.plan.Name, nil); err != nil {
-			return nil, err
-		}
-	}
 	return r.execute(ctx)
 }
 
@@ -188,6 +183,13 @@ func (r *Runner) execute(ctx context.Context) (*Result, error) {
 		// when the journal says an earlier run completed it.
 		if err = r.phase(ctx, name, name != PhasePreflight, fns[name]); err != nil {
 			break
+		}
+		if name == PhasePreflight && r.j.State("rotation") == "" {
+			// Begun only once preflight passed: a preflight that fails
+			// has touched nothing, and leaves nothing to resume or abort.
+			if err = r.j.Write("rotation", StepBegin, r.plan.Name, nil); err != nil {
+				break
+			}
 		}
 	}
 	r.finish(err, "completed")
