@@ -150,19 +150,15 @@ func (r *Runner) rollback(ctx context.Context) (string, error) {
 		if c.System || c.Class != fleet.ClassNew || m == nil {
 			continue
 		}
-		s := byID[c.ServerID]
-		if s == nil {
-			return "", fmt.Errorf("rotation: %w: kick %s: server %s is not one of the plan's", ErrPhaseFailed, m.Name, c.Server)
-		}
-		if err := s.Kick(ctx, c.CID); err != nil {
-			return "", fmt.Errorf("rotation: %w: kick %s: %w", ErrPhaseFailed, m.Name, err)
+		if err := r.kick(ctx, byID, c, PhaseAbort, m.Name, fmt.Sprintf("cid %d on new material", c.CID)); err != nil {
+			return "", err
 		}
 		r.kicked[m.Name] = true
-		r.emit(Event{Kind: ConnKicked, Phase: PhaseAbort, Member: m.Name, Server: s.Name(), OK: true, Detail: fmt.Sprintf("cid %d on new material", c.CID)})
 		kicked = append(kicked, m)
 	}
 	if len(kicked) > 0 {
 		obs, err := r.waitOld(ctx, dedupe(kicked), or(r.plan.Timeouts.Return, 30*time.Second), time.Second)
+		r.markReturned(PhaseAbort, err == nil)
 		if err != nil {
 			return "", fmt.Errorf("rotation: %w: kicked members not back on old material: %s", ErrPhaseFailed, obs)
 		}

@@ -170,7 +170,7 @@ type ServerProof struct {
 // on new material at revoke; at all in a server CA rotation's kick rounds
 // (which prove the member trusts the servers' new certificate).
 type KickRecord struct {
-	// Phase is revoke, server_reconnect or server_roots_new.
+	// Phase is revoke, server_reconnect, server_roots_new or abort.
 	Phase    string    `json:"phase,omitempty"`
 	Server   string    `json:"server"`
 	CID      uint64    `json:"cid"`

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/natscert/natscert/fleet"
 	"github.com/natscert/natscert/pki"
 )
 
@@ -657,13 +658,7 @@ func (r *Runner) revoke(ctx context.Context) (string, error) {
 		return obs, nil
 	}
 	back, err := r.waitMembers(ctx, stragglers, or(r.plan.Timeouts.Return, 30*time.Second), time.Second)
-	r.mu.Lock()
-	for i := range r.res.Kicks {
-		if r.res.Kicks[i].Phase == PhaseRevoke {
-			r.res.Kicks[i].Returned = err == nil
-		}
-	}
-	r.mu.Unlock()
+	r.markReturned(PhaseRevoke, err == nil)
 	if errors.Is(err, errNotOnNew) {
 		return "", fmt.Errorf("rotation: %w: member(s) dropped or kicked did not come back on new material: %s", ErrPhaseFailed, back)
 	}
@@ -717,24 +712,44 @@ func (r *Runner) kickStale(ctx context.Context, phase string) ([]*memberState, e
 			}
 			r.kicked[m.Name] = true
 		}
-		s := byID[c.ServerID]
-		if s == nil {
-			return nil, fmt.Errorf("rotation: %w: kick cid %d: server %s is not one of the plan's", ErrPhaseFailed, c.CID, c.Server)
+		if err := r.kick(ctx, byID, c, phase, name, fmt.Sprintf("cid %d presenting %s (%s)", c.CID, short(c.CertSHA256), c.Class)); err != nil {
+			return nil, err
 		}
-		kerr := s.Kick(ctx, c.CID)
-		if kerr != nil && strings.Contains(kerr.Error(), "no such client") {
-			kerr = nil // gone by itself since the look (dropped, or it reconnected)
-		}
-		r.emit(Event{Kind: ConnKicked, Phase: phase, Member: name, Server: s.Name(), OK: kerr == nil,
-			Detail: fmt.Sprintf("cid %d presenting %s (%s)", c.CID, short(c.CertSHA256), c.Class)})
-		if kerr != nil {
-			return nil, fmt.Errorf("rotation: %w: kick %s cid %d on %s: %w", ErrPhaseFailed, name, c.CID, s.Name(), kerr)
-		}
-		r.mu.Lock()
-		r.res.Kicks = append(r.res.Kicks, KickRecord{Phase: phase, Server: s.Name(), CID: c.CID, Member: name, At: time.Now()})
-		r.mu.Unlock()
 	}
 	return stragglers, nil
+}
+
+// kick disconnects c and records it. A connection gone by itself since
+// the look (dropped by a reload, or reconnected) answers "no such
+// client": it is gone, as wanted.
+func (r *Runner) kick(ctx context.Context, byID map[string]Server, c *fleet.Connection, phase, member, detail string) error {
+	s := byID[c.ServerID]
+	if s == nil {
+		return fmt.Errorf("rotation: %w: kick %s cid %d: server %s is not one of the plan's", ErrPhaseFailed, member, c.CID, c.Server)
+	}
+	err := s.Kick(ctx, c.CID)
+	if err != nil && strings.Contains(err.Error(), "no such client") {
+		err = nil
+	}
+	r.emit(Event{Kind: ConnKicked, Phase: phase, Member: member, Server: s.Name(), OK: err == nil, Detail: detail})
+	if err != nil {
+		return fmt.Errorf("rotation: %w: kick %s cid %d on %s: %w", ErrPhaseFailed, member, c.CID, s.Name(), err)
+	}
+	r.mu.Lock()
+	r.res.Kicks = append(r.res.Kicks, KickRecord{Phase: phase, Server: s.Name(), CID: c.CID, Member: member, At: time.Now()})
+	r.mu.Unlock()
+	return nil
+}
+
+// markReturned records whether the members kicked in phase came back.
+func (r *Runner) markReturned(phase string, back bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.res.Kicks {
+		if k := &r.res.Kicks[i]; k.Phase == phase {
+			k.Returned = back
+		}
+	}
 }
 
 // proof probes every server with the old and the new probe leaf in the

@@ -340,31 +340,13 @@ func (r *Runner) kickRound(ctx context.Context, phase, round string) (string, er
 		if m == nil || c.System || !gone[connKey(c)] {
 			continue
 		}
-		s := byID[c.ServerID]
-		if s == nil {
-			return "", fmt.Errorf("rotation: %w: kick %s cid %d: server %s is not one of the plan's", ErrPhaseFailed, m.Name, c.CID, c.Server)
-		}
-		kerr := s.Kick(ctx, c.CID)
-		if kerr != nil && strings.Contains(kerr.Error(), "no such client") {
-			kerr = nil // gone by itself since the look
-		}
-		r.emit(Event{Kind: ConnKicked, Phase: phase, Member: m.Name, Server: s.Name(), OK: kerr == nil, Detail: fmt.Sprintf("cid %d, round %s", c.CID, round)})
-		if kerr != nil {
-			return "", fmt.Errorf("rotation: %w: kick %s cid %d on %s: %w", ErrPhaseFailed, m.Name, c.CID, s.Name(), kerr)
+		if err := r.kick(ctx, byID, c, phase, m.Name, fmt.Sprintf("cid %d, round %s", c.CID, round)); err != nil {
+			return "", err
 		}
 		kicked++
-		r.mu.Lock()
-		r.res.Kicks = append(r.res.Kicks, KickRecord{Phase: phase, Server: s.Name(), CID: c.CID, Member: m.Name, At: time.Now()})
-		r.mu.Unlock()
 	}
 	back, werr := r.waitBack(ctx, r.mat.members, gone, or(r.plan.Timeouts.Return, 30*time.Second))
-	r.mu.Lock()
-	for i := range r.res.Kicks {
-		if k := &r.res.Kicks[i]; k.Phase == phase {
-			k.Returned = werr == nil
-		}
-	}
-	r.mu.Unlock()
+	r.markReturned(phase, werr == nil)
 	if errors.Is(werr, errNotBack) {
 		_ = r.j.Write(step, StepFailed, back, nil)
 		return "", fmt.Errorf("rotation: %w: kick round %s: member(s) did not come back, so they do not trust the servers' certificates (check their roots_file): %s", ErrPhaseFailed, round, back)
