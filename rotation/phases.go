@@ -569,7 +569,10 @@ func formatCounts(c map[string]int) string {
 	return strings.Join(parts, " ")
 }
 
+// decide asks what to do about a failed gate, one workload at a time.
 func (r *Runner) decide(ctx context.Context, f GateFailure) GateDecision {
+	r.gateMu.Lock()
+	defer r.gateMu.Unlock()
 	if r.onGate != nil {
 		return r.onGate(ctx, f)
 	}

@@ -31,6 +31,7 @@ type Runner struct {
 	j      *Journal
 	mat    *loaded
 	mu     sync.Mutex // guards res and serializes events
+	gateMu sync.Mutex // one gate decision at a time (parallel workloads)
 	res    *Result
 	kicked map[string]bool
 }
@@ -52,7 +53,9 @@ func WithTarget(workload string, t Target) Option {
 func WithEvents(fn func(Event)) Option { return func(r *Runner) { r.onEvent = fn } }
 
 // WithGateFailure decides what a failed gate does; by default the plan's
-// on_gate_failure (abort when unset).
+// on_gate_failure (abort when unset). fn is never called by two
+// workloads at once: with parallel workloads the others wait, so fn may
+// prompt an operator.
 func WithGateFailure(fn func(context.Context, GateFailure) GateDecision) Option {
 	return func(r *Runner) { r.onGate = fn }
 }
