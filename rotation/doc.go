@@ -85,5 +85,5 @@
 // Restart-mode workloads need a Target (WithTarget) or a restart command.
 // Errors wrap the sentinels ErrPlan, ErrGateFailed, ErrPaused,
 // ErrPhaseFailed, ErrIncomplete, ErrInterrupted, ErrInProgress and
-// ErrNotResumable; the CLI maps them to exit codes 2, 1, 4, 1, 3, 4, 1, 2.
+// ErrNotResumable; the CLI maps them to exit codes 2, 1, 4, 1, 3, 4, 2, 2.
 package rotation
