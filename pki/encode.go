@@ -43,11 +43,11 @@ func encodeKey(key crypto.Signer) ([]byte, error) {
 
 // ParseCertificates reads every CERTIFICATE block of PEM data, in order,
 // skipping blocks of other types (a key in a combined file). It fails on
-// data with no certificate, on a block that does not parse, and on text
-// that is not PEM before, between or after the blocks, so that a
-// half-written or corrupted file is an error, not a shorter bundle. Text
-// that tools such as openssl pkcs12 print before a block ("Bag
-// Attributes") is refused too: strip it.
+// data with no certificate, on a block that does not parse, and on any
+// broken PEM armor (a BEGIN without its END, a cut-off armor line), so
+// that a half-written or corrupted file is an error, not a shorter bundle.
+// Plain text outside the blocks, as openssl writes it ("Bag Attributes",
+// "subject="), is skipped, as crypto/tls skips it.
 func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 	certs, err := parseCertificates(data)
 	if err != nil {
@@ -140,10 +140,25 @@ func pemBlocks(data []byte) ([]*pem.Block, error) {
 		if len(rest) == 0 {
 			return blocks, nil
 		}
-		line := bytes.Count(data[:len(data)-len(rest)], []byte("\n")) + 1
-		if !bytes.HasPrefix(rest, []byte("-----BEGIN ")) {
-			return nil, fmt.Errorf("%w: line %d is not PEM (truncated or garbage?)", ErrNoPEM, line)
+		// Text outside blocks is allowed, as crypto/tls allows it (openssl
+		// writes "Bag Attributes" and "subject=" lines before blocks); a
+		// fragment of PEM armor is not: it is what a truncated or corrupted
+		// block leaves behind.
+		if i := bytes.Index(rest, []byte("-----BEGIN ")); i != 0 {
+			text := rest
+			if i > 0 {
+				text = rest[:i]
+			}
+			if j := bytes.Index(text, []byte("-----")); j >= 0 {
+				line := bytes.Count(data[:len(data)-len(rest)+j], []byte("\n")) + 1
+				return nil, fmt.Errorf("%w: line %d holds a broken PEM line (truncated or garbage?)", ErrNoPEM, line)
+			}
+			if i < 0 {
+				return blocks, nil
+			}
+			rest = rest[i:]
 		}
+		line := bytes.Count(data[:len(data)-len(rest)], []byte("\n")) + 1
 		block, next := pem.Decode(rest)
 		// A block holds one BEGIN line; more in what Decode consumed means
 		// it skipped a broken block to reach a good one.

@@ -35,13 +35,12 @@ func TestParseCertificates(t *testing.T) {
 		"garbage":   []byte("this is not PEM\n"),
 		"key only":  a.KeyPEM,
 		"truncated": a.CertPEM[:len(a.CertPEM)/2],
-		"trailing":  append(append([]byte{}, a.CertPEM...), "junk"...),
-		// pem.Decode alone skips text before a block: these parsed as
-		// one certificate fewer, or as the same bundle.
-		"between":        cat(a.CertPEM, []byte("garbage\n"), b.CertPEM),
-		"leading":        cat([]byte("Bag Attributes\n"), a.CertPEM),
-		"half a block":   cat(a.CertPEM[:len(a.CertPEM)/2], b.CertPEM),
-		"broken between": cat(a.CertPEM, []byte("-----BEGIN CERTIFICATE-----\n"), b.CertPEM),
+		// pem.Decode alone skips a broken block to reach the next good
+		// one: these parsed as one certificate fewer.
+		"half a block":    cat(a.CertPEM[:len(a.CertPEM)/2], b.CertPEM),
+		"broken between":  cat(a.CertPEM, []byte("-----BEGIN CERTIFICATE-----\n"), b.CertPEM),
+		"armor fragment":  cat(a.CertPEM, []byte("-----BEG"), b.CertPEM),
+		"truncated after": cat(a.CertPEM, b.CertPEM[:40]),
 	}
 	for name, in := range bad {
 		_, err := pki.ParseCertificates(in)
@@ -53,8 +52,17 @@ func TestParseCertificates(t *testing.T) {
 		}
 	}
 	line := fmt.Sprintf("line %d ", bytes.Count(a.CertPEM, []byte("\n"))+1)
-	if _, err := pki.ParseCertificates(cat(a.CertPEM, []byte("garbage\n"), b.CertPEM)); err == nil || !strings.Contains(err.Error(), line) {
-		t.Errorf("garbage between blocks: %v, want its line named", err)
+	if _, err := pki.ParseCertificates(cat(a.CertPEM, []byte("-----BEG\n"), b.CertPEM)); err == nil || !strings.Contains(err.Error(), line) {
+		t.Errorf("broken armor between blocks: %v, want its line named", err)
+	}
+	// Text outside blocks is fine, as openssl writes it and crypto/tls reads it.
+	for name, in := range map[string][]byte{
+		"bag attributes": cat([]byte("Bag Attributes\n    localKeyID: 01\nsubject=CN = A\n"), a.CertPEM, []byte("subject=CN = B\n"), b.CertPEM),
+		"trailing text":  cat(a.CertPEM, b.CertPEM, []byte("end of bundle\n")),
+	} {
+		if certs, err := pki.ParseCertificates(in); err != nil || len(certs) != 2 {
+			t.Errorf("%s: %d certs, %v", name, len(certs), err)
+		}
 	}
 	// White space around and between blocks is fine.
 	if certs, err := pki.ParseCertificates(cat([]byte("\n  \r\n"), a.CertPEM, []byte("\n\t\n"), b.CertPEM, []byte("\n\n"))); err != nil || len(certs) != 2 {
@@ -96,8 +104,11 @@ func TestParseKeyFormats(t *testing.T) {
 			t.Errorf("%s: err = %v, want a prefixed ErrEncryptedKey", block.Type, err)
 		}
 	}
-	if _, err := pki.ParseKey(cat([]byte("junk\n"), tests["PRIVATE KEY"])); !errors.Is(err, pki.ErrNoPEM) {
-		t.Errorf("junk before the key: %v, want ErrNoPEM", err)
+	if _, err := pki.ParseKey(cat([]byte("Bag Attributes\n"), tests["PRIVATE KEY"])); err != nil {
+		t.Errorf("text before the key: %v, want it read as openssl writes it", err)
+	}
+	if _, err := pki.ParseKey(tests["PRIVATE KEY"][:60]); !errors.Is(err, pki.ErrNoPEM) {
+		t.Errorf("a truncated key: %v, want ErrNoPEM", err)
 	}
 }
 
