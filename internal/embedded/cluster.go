@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/template"
@@ -252,6 +253,11 @@ func (s *Server) writeConfig(all []*Server) error {
 			}
 		}
 	}
+	// In the order a reload sorts them (by URL string): a reload then
+	// leaves the running server's route list as it is, instead of
+	// reordering it under the goroutines that dial the routes (a data race
+	// inside nats-server that -race reports).
+	slices.Sort(routes)
 	var buf bytes.Buffer
 	err := configTemplate.Execute(&buf, map[string]any{
 		"S": s, "Routes": routes, "ClusterName": s.opts.ClusterName, "ExtraBase": filepath.Base(s.TLSExtraFile),
