@@ -114,10 +114,12 @@ func (r *Runner) waitState(ctx context.Context, ms []*memberState, back bool, ti
 	if perr := r.parentDone(ctx); perr != nil {
 		return "", perr
 	}
-	if st == nil || len(st.MissingServers) > 0 || st.Scans == 0 {
+	// A member unseen is a member not back: the gate's, not the view's.
+	// Any other incomplete view (a server unread, scans that never
+	// agreed) showed nothing wrong: it could not be seen.
+	if st == nil || len(st.MissingServers) > 0 || st.Verdict == fleet.Incomplete && len(st.MissingMembers) == 0 {
 		return "", fmt.Errorf("rotation: %w: no complete view within %s: %w", ErrIncomplete, timeout, err)
 	}
-	// A member unseen is a member not back: the gate's, not the view's.
 	return describeMembers(st, ms, "not settled within "+timeout.String()), errNotOnNew
 }
 

@@ -248,18 +248,26 @@ func (r *Runner) setTrust(ctx context.Context, phase string, bundles map[string]
 	timeout := or(r.plan.Timeouts.Reload, 30*time.Second)
 	deadline := time.Now().Add(timeout)
 	for {
-		pending, notes, err := r.checkTrust(ctx, before, want)
-		if err == nil && len(pending) == 0 {
+		pending, notes, unread := r.checkTrust(ctx, before, want)
+		if len(pending) == 0 {
 			return strings.Join(notes, "; "), nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			if err != nil {
-				return "", err
-			}
-			return "", fmt.Errorf("rotation: %w: not observed within %s: %s", ErrPhaseFailed, timeout, strings.Join(pending, "; "))
+			return "", fmt.Errorf("rotation: %w: not observed within %s: %s", watchErr(pending, unread), timeout, strings.Join(pending, "; "))
 		}
 		sleep(ctx, r.poll)
 	}
+}
+
+// watchErr is the sentinel of a watch that ran out of time with pending
+// reasons, unread of which are servers that could not be read or
+// reached: ErrIncomplete when nothing else is pending (unseen is not
+// wrong), ErrPhaseFailed when a server was seen not as wanted.
+func watchErr(pending []string, unread int) error {
+	if unread == len(pending) {
+		return ErrIncomplete
+	}
+	return ErrPhaseFailed
 }
 
 // loadTimes reads every server's config_load_time.
@@ -276,13 +284,15 @@ func (r *Runner) loadTimes(ctx context.Context) (map[string]time.Time, error) {
 }
 
 // checkTrust observes each server once: its configuration reloaded since
-// before, and the probes answered as wanted.
-func (r *Runner) checkTrust(ctx context.Context, before map[string]time.Time, want map[string]bool) (pending, notes []string, err error) {
+// before, and the probes answered as wanted. unread counts the pending
+// reasons that are a server not read or not reached.
+func (r *Runner) checkTrust(ctx context.Context, before map[string]time.Time, want map[string]bool) (pending, notes []string, unread int) {
 	ids, ierr := r.identities(ctx)
 	for _, s := range r.servers {
 		v, ok := ids[s.Name()]
 		if !ok {
 			pending = append(pending, fmt.Sprintf("%s: not readable: %v", s.Name(), ierr))
+			unread++
 			continue
 		}
 		if !v.ConfigLoadTime.After(before[s.Name()]) {
@@ -298,6 +308,9 @@ func (r *Runner) checkTrust(ctx context.Context, before map[string]time.Time, wa
 			pr := r.probe(ctx, s, which)
 			if pr.Outcome != Accepted {
 				pending = append(pending, fmt.Sprintf("%s: %s probe %s (%s)", s.Name(), which, pr.Outcome, pr.Detail))
+				if pr.Outcome == Unreachable {
+					unread++
+				}
 				ok = false
 				continue
 			}
@@ -307,7 +320,7 @@ func (r *Runner) checkTrust(ctx context.Context, before map[string]time.Time, wa
 			notes = append(notes, note)
 		}
 	}
-	return pending, notes, nil
+	return pending, notes, unread
 }
 
 // probe dials s with the old or new probe leaf.

@@ -555,3 +555,29 @@ func TestServerCARotationLostRootsStopsThenAbort(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A server that stops answering while trust_both watches the reload is
+// not observed, not wrong: the run ends incomplete (exit 3), not failed.
+func TestServerGoneDuringTrustWatchIsIncomplete(t *testing.T) {
+	f := newFixture(t, 2)
+	f.addClient("api-1", "api-1", false)
+	p := f.plan([]string{"api-1"}, nil)
+	p.Timeouts.Reload = 2 * time.Second
+	reloads := 0
+	hook := func(e Event) {
+		if e.Kind == ServerReloaded && e.Phase == PhaseTrustBoth && e.OK {
+			if reloads++; reloads == len(f.cluster.Servers) {
+				f.cluster.Servers[1].Stop() // every reload taken; the watch starts next
+			}
+		}
+	}
+	r, err := New(p, WithServers(f.servers()...), WithEvents(hook), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	res, err := r.Run(testContext(t))
+	if !errors.Is(err, ErrIncomplete) || errors.Is(err, ErrPhaseFailed) {
+		t.Fatalf("Run: %v, want ErrIncomplete only", err)
+	}
+	if last := res.Phases[len(res.Phases)-1]; last.Name != PhaseTrustBoth {
+		t.Errorf("last phase %+v", last)
+	}
+}

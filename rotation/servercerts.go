@@ -91,12 +91,14 @@ func (r *Runner) waitServerCerts(ctx context.Context, loads map[string]time.Time
 	deadline := time.Now().Add(timeout)
 	for {
 		var pending, notes []string
+		unread := 0 // pending reasons that are a server not read or not reached
 		ids, ierr := r.identities(ctx)
 		for _, s := range r.servers {
 			cert, v := want[s.Name()], ids[s.Name()]
 			switch {
 			case v.Key == "":
 				pending = append(pending, fmt.Sprintf("%s: not readable: %v", s.Name(), ierr))
+				unread++
 			case !v.ConfigLoadTime.After(loads[s.Name()]):
 				pending = append(pending, s.Name()+": config_load_time unchanged (reload not taken)")
 			case !v.TLSCertNotAfter.Equal(cert.NotAfter):
@@ -106,6 +108,9 @@ func (r *Runner) waitServerCerts(ctx context.Context, loads map[string]time.Time
 				pr := r.probe(ctx, s, "new")
 				if fp := pki.CertSHA256(cert); pr.ServerCertSHA256 != fp {
 					pending = append(pending, fmt.Sprintf("%s: presents %s, want %s (%s)", s.Name(), short(pr.ServerCertSHA256), short(fp), pr.Outcome))
+					if pr.ServerCertSHA256 == "" {
+						unread++ // no handshake: nothing presented to compare
+					}
 					continue
 				}
 				notes = append(notes, fmt.Sprintf("%s: presents %s, not after %s", s.Name(), short(pr.ServerCertSHA256), v.TLSCertNotAfter.Format(time.RFC3339)))
@@ -115,7 +120,7 @@ func (r *Runner) waitServerCerts(ctx context.Context, loads map[string]time.Time
 			return strings.Join(notes, "; "), nil
 		}
 		if time.Now().After(deadline) || !sleep(ctx, r.poll) {
-			return "", fmt.Errorf("rotation: %w: server certificates not observed within %s: %s", ErrPhaseFailed, timeout, strings.Join(pending, "; "))
+			return "", fmt.Errorf("rotation: %w: server certificates not observed within %s: %s", watchErr(pending, unread), timeout, strings.Join(pending, "; "))
 		}
 	}
 }
