@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/natscert/natscert/pki"
 )
 
 // A crash mid-write leaves a torn last line: reopening cuts it off, and
@@ -88,5 +90,38 @@ func TestPreflightFailureBeginsNothing(t *testing.T) {
 	must(t, j.Close())
 	if _, err := r.Resume(ctx); !errors.Is(err, ErrNotResumable) {
 		t.Errorf("resume after an abort began: %v, want ErrNotResumable", err)
+	}
+}
+
+// Old and new client CA in two files holding the same CA is a same-CA
+// rotation, revoked by pinned_certs: preflight refuses a server without
+// pinned_certs_file before anything is touched, not revoke after every
+// wave ran.
+func TestPreflightSameCAContentNeedsPinnedFile(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := pki.NewCA("clients CA")
+	must(t, err)
+	must(t, ca.WriteFiles(filepath.Join(dir, "old-ca.pem"), filepath.Join(dir, "ca-key.pem")))
+	must(t, os.WriteFile(filepath.Join(dir, "new-ca.pem"), ca.CertPEM, 0o644))
+	must(t, os.WriteFile(filepath.Join(dir, "ca_file.pem"), ca.CertPEM, 0o644))
+	p := &Plan{
+		Name: "same", Dir: dir,
+		Servers: []ServerSpec{{ClientURL: "tls://127.0.0.1:1", MonitorURL: "http://127.0.0.1:1", CAFile: "ca_file.pem",
+			System: &SystemAccount{User: "sys"}, Reload: ReloadSpec{Method: ReloadNone}}},
+		Material: Material{ServerCA: "old-ca.pem", OldClientCA: "old-ca.pem", NewClientCA: "new-ca.pem",
+			OldClientCAKey: "ca-key.pem", NewClientCAKey: "ca-key.pem"},
+		Workloads: []Workload{{Name: "w", Mode: ModeReload, Members: []MemberSpec{{Name: "m1", CertFile: "m1.pem", KeyFile: "m1-key.pem"}}}},
+	}
+	r, err := New(p)
+	must(t, err)
+	_, err = r.Run(testContext(t))
+	if !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), "servers[0].pinned_certs_file") {
+		t.Fatalf("run: %v, want ErrPlan naming servers[0].pinned_certs_file", err)
+	}
+	j, err := OpenJournal(filepath.Join(p.stateDir(), JournalFile))
+	must(t, err)
+	defer j.Close()
+	if st := j.State("rotation"); st != "" {
+		t.Errorf("rotation %q in the journal: a refused preflight begins nothing", st)
 	}
 }

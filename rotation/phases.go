@@ -26,12 +26,19 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 		return "", err
 	}
 	r.useMaterial(mat)
-	for _, s := range r.servers {
-		// A pid file that names no nats-server, or a ca_file that cannot
-		// be read or bundled, is found before anything is touched.
-		if h, ok := s.(*hostServer); ok && h.spec.Reload.Method == ReloadSignal {
-			if _, err := h.pid(); err != nil {
-				return "", err
+	for i, s := range r.servers {
+		// A pid file that names no nats-server, a pinned_certs_file
+		// missing for a same-CA rotation (found by content, which
+		// Validate cannot see), or a ca_file that cannot be read or
+		// bundled, is found before anything is touched.
+		if h, ok := s.(*hostServer); ok {
+			if h.spec.Reload.Method == ReloadSignal {
+				if _, err := h.pid(); err != nil {
+					return "", err
+				}
+			}
+			if mat.pinned && h.spec.PinnedCertsFile == "" {
+				return "", fmt.Errorf("rotation: %w: servers[%d].pinned_certs_file: required: old and new client CA hold the same CA, so old leaves are revoked by pinned_certs", ErrPlan, i)
 			}
 		}
 		orig, err := r.originalCA(ctx, s)

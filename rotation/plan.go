@@ -682,7 +682,8 @@ func (p *Plan) Validate() error {
 // SameClientCA reports whether old and new client CA are one file: a
 // same-CA leaf rotation, where the old leaves are revoked by pinned_certs
 // because the CA cannot leave ca_file. (Two files holding the same CA are
-// recognised when the material is loaded.)
+// recognised when the material is loaded, and preflight then requires
+// pinned_certs_file as Validate does here.)
 func (p *Plan) SameClientCA() bool {
 	m := p.Material
 	return m.OldClientCA != "" && filepath.Clean(p.path(m.OldClientCA)) == filepath.Clean(p.path(m.NewClientCA))
