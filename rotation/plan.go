@@ -58,7 +58,8 @@ type ServerSpec struct {
 	ClientURL string `yaml:"client_url" json:"client_url"`
 	// MonitorURL is the HTTP monitoring endpoint (varz, connz).
 	MonitorURL string `yaml:"monitor_url" json:"monitor_url"`
-	// System is the system account, for $SYS requests (kick, reload).
+	// System is the system account, for $SYS requests (kick, reload);
+	// required: revoke and a server CA rotation kick connections.
 	System *SystemAccount `yaml:"system" json:"system,omitempty"`
 	// Reload says how the server is made to re-read its configuration.
 	Reload ReloadSpec `yaml:"reload" json:"reload"`
@@ -482,6 +483,12 @@ func (p *Plan) Validate() error {
 		if s.CAFile == "" {
 			return bad(f+".ca_file", "required")
 		}
+		if s.System == nil || s.System.User == "" {
+			// Revoke kicks connections still on old material, and a server
+			// CA rotation kicks every member: without a way to kick, those
+			// phases would fail after the trust was changed.
+			return bad(f+".system", "required: the system account's user and password kick connections ($SYS.REQ.SERVER.<id>.KICK) at revoke and in a server CA rotation's kick rounds")
+		}
 		if s.Deliver != nil && s.CurrentCA == "" {
 			return bad(f+".current_ca", "required with deliver: ca_file is not read back, and trust_both and revoke keep the other CAs it trusts")
 		}
@@ -505,11 +512,7 @@ func (p *Plan) Validate() error {
 			if s.Reload.Command == nil || s.Reload.Command.Run == "" {
 				return bad(f+".reload.command.run", "required by method command")
 			}
-		case ReloadSystem:
-			if s.System == nil || s.System.User == "" {
-				return bad(f+".system", "method system needs the system account's user and password")
-			}
-		case ReloadNone:
+		case ReloadSystem, ReloadNone:
 		case "":
 			return bad(f+".reload.method", "required: signal, command, system or none")
 		default:

@@ -30,7 +30,7 @@ func TestInvalidPlansNameTheField(t *testing.T) {
 	const base = `
 name: x
 servers:
-  - {client_url: "tls://a:4222", monitor_url: "http://a:8222", ca_file: ca.pem, reload: {method: none}}
+  - {client_url: "tls://a:4222", monitor_url: "http://a:8222", ca_file: ca.pem, system: {user: sys}, reload: {method: none}}
 material: {server_ca: s.pem, old_client_ca: o.pem, new_client_ca: n.pem, new_client_ca_key: nk.pem, old_client_ca_key: ok.pem}
 workloads:
   - name: w
@@ -43,6 +43,7 @@ workloads:
 		{"unknown nested field", strings.Replace(base, "mode: reload", "mode: reload\n    restart_cmd: x", 1), "restart_cmd"},
 		{"bad mode", strings.Replace(base, "mode: reload", "mode: rolling", 1), `workloads[0].mode: "rolling" is not one of restart, reload`},
 		{"bad reload", strings.Replace(base, "method: none", "method: hup", 1), `servers[0].reload.method: "hup"`},
+		{"no way to kick", strings.Replace(base, " system: {user: sys},", "", 1), "servers[0].system: required"},
 		{"remote ca_file without its copy", strings.Replace(base, "reload: {method: none}", "reload: {method: none}, deliver: {run: scp}", 1), "servers[0].current_ca: required with deliver"},
 		{"negative pid", strings.Replace(base, "method: none", "method: signal, pid: -1", 1), "servers[0].reload.pid: -1 is not a process id"},
 		{"signal without pid", strings.Replace(base, "method: none", "method: signal", 1), "servers[0].reload: method signal needs pid or pid_file"},
@@ -75,7 +76,7 @@ func TestServerCAPlan(t *testing.T) {
 	const base = `
 name: x
 servers:
-  - {client_url: "tls://a:4222", monitor_url: "http://a:8222", ca_file: ca.pem, cert_file: s.pem, key_file: sk.pem, reload: {method: none}}
+  - {client_url: "tls://a:4222", monitor_url: "http://a:8222", ca_file: ca.pem, cert_file: s.pem, key_file: sk.pem, system: {user: sys}, reload: {method: none}}
 material:
   server_ca: s.pem
   new_server_ca: s2.pem

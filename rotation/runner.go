@@ -85,7 +85,7 @@ func New(p *Plan, opts ...Option) (*Runner, error) {
 		// against a placeholder.
 		q := *p
 		q.Servers = []ServerSpec{{ClientURL: "tls://x", MonitorURL: "http://x", CAFile: "x", Reload: ReloadSpec{Method: ReloadNone},
-			CertFile: "x", KeyFile: "x", PinnedCertsFile: "x"}}
+			System: &SystemAccount{User: "x"}, CertFile: "x", KeyFile: "x", PinnedCertsFile: "x"}}
 		if err := q.Validate(); err != nil {
 			return nil, err
 		}
