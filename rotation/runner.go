@@ -287,7 +287,12 @@ func (r *Runner) finish(err error, done string) {
 		res.Error = err.Error()
 	}
 	if r.mat != nil {
-		st, err := r.look(context.WithoutCancel(r.runCtx), r.mat.members)
+		// One last look for the members' outcome, after the run's context
+		// may have ended (an interrupt): bounded, so that unreachable
+		// servers cannot hold the exit for scans × HTTP timeouts.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.runCtx), 5*time.Second)
+		st, err := r.look(ctx, r.mat.members)
+		cancel()
 		for i, m := range r.mat.members {
 			mr := MemberResult{Member: m.Member, Kicked: r.kicked[m.Name]}
 			mr.Delivered = r.j.State("deliver:"+m.Name) == StepDone
