@@ -18,6 +18,11 @@ import (
 // is kicked and must come back on old. After revoke has begun it refuses
 // with ErrNotResumable: finish with Resume instead.
 func (r *Runner) Abort(ctx context.Context) (*Result, error) {
+	lock, err := lockStateDir(r.plan.stateDir())
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
 	j, err := OpenJournal(r.journal)
 	if err != nil {
 		return nil, err

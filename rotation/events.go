@@ -27,8 +27,9 @@ var (
 	// ErrAborted: the rotation was rolled back to the old trust and
 	// material.
 	ErrAborted = errors.New("aborted")
-	// ErrInProgress: the journal holds an unfinished rotation; resume or
-	// abort it.
+	// ErrInProgress: the journal holds an unfinished rotation (resume or
+	// abort it), or another run, resume or abort holds the state
+	// directory's lock.
 	ErrInProgress = errors.New("a rotation is in progress")
 	// ErrNotResumable: there is nothing to resume or abort, or it is too
 	// late to abort (revoke has begun).

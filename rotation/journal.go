@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -165,4 +166,32 @@ func (j *Journal) Close() error {
 	err := j.f.Close()
 	j.f = nil
 	return err
+}
+
+// LockFile is the lock's name inside the plan's state directory.
+const LockFile = "lock"
+
+// lockStateDir takes an exclusive lock on dir for one run, resume or
+// abort: two natscert processes acting on one rotation (a run in one
+// terminal, an abort in another) would undo each other's steps. It does
+// not wait: a lock held is ErrInProgress. Closing the file releases it,
+// and so does the kernel when the process dies, so a crash leaves no
+// stale lock behind.
+func lockStateDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("rotation: lock: %w", err)
+	}
+	path := filepath.Join(dir, LockFile)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("rotation: %w: another natscert is acting on it (%s is locked)", ErrInProgress, path)
+		}
+		return nil, fmt.Errorf("rotation: lock %s: %w", path, err)
+	}
+	return f, nil
 }

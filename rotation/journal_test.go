@@ -93,25 +93,38 @@ func TestPreflightFailureBeginsNothing(t *testing.T) {
 	}
 }
 
+// offlinePlan is a plan over a server that is not there (nothing answers
+// on 127.0.0.1:1), for what happens before any server is read; sameCA:
+// old and new client CA are two files holding the same CA.
+func offlinePlan(t *testing.T, sameCA bool) *Plan {
+	t.Helper()
+	dir := t.TempDir()
+	oldCA, err := pki.NewCA("old clients CA")
+	must(t, err)
+	newCA := oldCA
+	if !sameCA {
+		newCA, err = pki.NewCA("new clients CA")
+		must(t, err)
+	}
+	must(t, oldCA.WriteFiles(filepath.Join(dir, "old-ca.pem"), filepath.Join(dir, "old-ca-key.pem")))
+	must(t, newCA.WriteFiles(filepath.Join(dir, "new-ca.pem"), filepath.Join(dir, "new-ca-key.pem")))
+	must(t, os.WriteFile(filepath.Join(dir, "ca_file.pem"), oldCA.CertPEM, 0o644))
+	return &Plan{
+		Name: "offline", Dir: dir,
+		Servers: []ServerSpec{{ClientURL: "tls://127.0.0.1:1", MonitorURL: "http://127.0.0.1:1", CAFile: "ca_file.pem",
+			System: &SystemAccount{User: "sys"}, Reload: ReloadSpec{Method: ReloadNone}}},
+		Material: Material{ServerCA: "old-ca.pem", OldClientCA: "old-ca.pem", NewClientCA: "new-ca.pem",
+			OldClientCAKey: "old-ca-key.pem", NewClientCAKey: "new-ca-key.pem"},
+		Workloads: []Workload{{Name: "w", Mode: ModeReload, Members: []MemberSpec{{Name: "m1", CertFile: "m1.pem", KeyFile: "m1-key.pem"}}}},
+	}
+}
+
 // Old and new client CA in two files holding the same CA is a same-CA
 // rotation, revoked by pinned_certs: preflight refuses a server without
 // pinned_certs_file before anything is touched, not revoke after every
 // wave ran.
 func TestPreflightSameCAContentNeedsPinnedFile(t *testing.T) {
-	dir := t.TempDir()
-	ca, err := pki.NewCA("clients CA")
-	must(t, err)
-	must(t, ca.WriteFiles(filepath.Join(dir, "old-ca.pem"), filepath.Join(dir, "ca-key.pem")))
-	must(t, os.WriteFile(filepath.Join(dir, "new-ca.pem"), ca.CertPEM, 0o644))
-	must(t, os.WriteFile(filepath.Join(dir, "ca_file.pem"), ca.CertPEM, 0o644))
-	p := &Plan{
-		Name: "same", Dir: dir,
-		Servers: []ServerSpec{{ClientURL: "tls://127.0.0.1:1", MonitorURL: "http://127.0.0.1:1", CAFile: "ca_file.pem",
-			System: &SystemAccount{User: "sys"}, Reload: ReloadSpec{Method: ReloadNone}}},
-		Material: Material{ServerCA: "old-ca.pem", OldClientCA: "old-ca.pem", NewClientCA: "new-ca.pem",
-			OldClientCAKey: "ca-key.pem", NewClientCAKey: "ca-key.pem"},
-		Workloads: []Workload{{Name: "w", Mode: ModeReload, Members: []MemberSpec{{Name: "m1", CertFile: "m1.pem", KeyFile: "m1-key.pem"}}}},
-	}
+	p := offlinePlan(t, true)
 	r, err := New(p)
 	must(t, err)
 	_, err = r.Run(testContext(t))
@@ -123,5 +136,32 @@ func TestPreflightSameCAContentNeedsPinnedFile(t *testing.T) {
 	defer j.Close()
 	if st := j.State("rotation"); st != "" {
 		t.Errorf("rotation %q in the journal: a refused preflight begins nothing", st)
+	}
+}
+
+// Two runners on one state directory: while one runs, the other can
+// neither run nor abort; once it returned, the lock is free.
+func TestStateDirLocked(t *testing.T) {
+	p := offlinePlan(t, false)
+	ctx := testContext(t)
+	other, err := New(p)
+	must(t, err)
+	var runErr, abortErr error
+	hook := func(e Event) {
+		if e.Kind == PhaseStarted && e.Phase == PhasePreflight {
+			_, runErr = other.Run(ctx)
+			_, abortErr = other.Abort(ctx)
+		}
+	}
+	r, err := New(p, WithEvents(hook))
+	must(t, err)
+	if _, err := r.Run(ctx); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("run: %v, want ErrIncomplete (no server answers)", err)
+	}
+	if !errors.Is(runErr, ErrInProgress) || !errors.Is(abortErr, ErrInProgress) {
+		t.Errorf("while another runs: run %v, abort %v; want ErrInProgress", runErr, abortErr)
+	}
+	if _, err := other.Abort(ctx); !errors.Is(err, ErrNotResumable) {
+		t.Errorf("abort after the run returned: %v, want ErrNotResumable (lock free, nothing begun)", err)
 	}
 }

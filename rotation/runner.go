@@ -135,6 +135,11 @@ func (r *Runner) Resume(ctx context.Context) (*Result, error) {
 }
 
 func (r *Runner) start(ctx context.Context, resume bool) (*Result, error) {
+	lock, err := lockStateDir(r.plan.stateDir())
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
 	j, err := OpenJournal(r.journal)
 	if err != nil {
 		return nil, err
