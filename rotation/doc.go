@@ -46,6 +46,8 @@
 // never repeats a completed restart; Abort, before revoke, restores the
 // old trust and material, and, before the old server CA leaves the
 // members' roots, the servers' old certificates and the members' roots.
+// One Run, Resume or Abort at a time holds the state directory's lock;
+// another, in this process or any other, fails with ErrInProgress.
 //
 // A Plan comes from a YAML file (LoadPlan; docs/plan.md) or is built in
 // code. Servers are reached through the Server interface: HostServer

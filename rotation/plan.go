@@ -25,8 +25,8 @@ var ErrPlan = errors.New("invalid plan")
 type Plan struct {
 	// Name names the rotation in events, the journal and the report.
 	Name string `yaml:"name" json:"name"`
-	// StateDir holds the journal, backups of replaced files and minted
-	// material. Default: ".natscert-<name>" next to the plan file.
+	// StateDir holds the journal, its lock, backups of replaced files and
+	// minted material. Default: ".natscert-<name>" next to the plan file.
 	StateDir string `yaml:"state_dir" json:"state_dir,omitempty"`
 	// SLA, when set, is the time the whole rotation must fit in, checked
 	// against the budget before anything is touched.
