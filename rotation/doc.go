@@ -27,7 +27,7 @@
 //     let members reload (reload mode), then gate: the wave's members
 //     present the new fingerprint in every server's view, settled; log
 //     lines and checks within limits. A failed gate pauses (ErrPaused) or
-//     aborts (ErrGateFailed);
+//     stops the run (ErrGateFailed); neither rolls anything back;
 //  7. converged: every member on new material, settled;
 //  8. revoke: ca_file = that bundle without the old client CA (or, when
 //     old and new client CA are the same, pinned_certs = the new leaves only, which the reload

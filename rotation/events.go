@@ -9,8 +9,9 @@ import (
 
 // Sentinel errors; callers branch on them with errors.Is.
 var (
-	// ErrGateFailed: a wave's gate did not hold and the rotation stopped
-	// (on_gate_failure: abort). Trust is left at old+new; resume or abort.
+	// ErrGateFailed: a wave's gate did not hold and the run stopped
+	// (on_gate_failure: stop). Nothing is rolled back: trust is left at
+	// old+new; resume or abort.
 	ErrGateFailed = errors.New("gate failed")
 	// ErrPaused: a gate failed and the operator left the pause; resume or
 	// abort.
@@ -24,9 +25,6 @@ var (
 	ErrIncomplete = errors.New("incomplete")
 	// ErrInterrupted: the context ended mid-way; resume or abort.
 	ErrInterrupted = errors.New("interrupted")
-	// ErrAborted: the rotation was rolled back to the old trust and
-	// material.
-	ErrAborted = errors.New("aborted")
 	// ErrInProgress: the journal holds an unfinished rotation (resume or
 	// abort it), or another run, resume or abort holds the state
 	// directory's lock.
@@ -201,10 +199,13 @@ type GateDecision int
 
 // Gate decisions.
 const (
-	// DecideAbort stops the rotation with ErrGateFailed.
-	DecideAbort GateDecision = iota
+	// DecideStop ends the run with ErrGateFailed; nothing is rolled back.
+	DecideStop GateDecision = iota
 	// DecidePause stops the rotation with ErrPaused, to be resumed.
 	DecidePause
 	// DecideRetry observes the gate again.
 	DecideRetry
 )
+
+// DecideAbort is DecideStop by its older name: it rolls nothing back.
+const DecideAbort = DecideStop

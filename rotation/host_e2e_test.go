@@ -348,7 +348,7 @@ func (f *hostFixture) writePlan(named, unnamed []string, mode Mode) string {
 // writePlanModes is writePlan with a mode for each workload.
 func (f *hostFixture) writePlanModes(named []string, namedMode Mode, unnamed []string, unnamedMode Mode) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "name: e2e\nstate_dir: %s\non_gate_failure: abort\n", f.path("state"))
+	fmt.Fprintf(&b, "name: e2e\nstate_dir: %s\non_gate_failure: stop\n", f.path("state"))
 	b.WriteString("servers:\n")
 	for _, s := range f.servers {
 		fmt.Fprintf(&b, `  - name: %s

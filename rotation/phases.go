@@ -599,7 +599,7 @@ func (r *Runner) decide(ctx context.Context, f GateFailure) GateDecision {
 	if r.plan.OnGateFailure == GatePause {
 		return DecidePause
 	}
-	return DecideAbort
+	return DecideStop
 }
 
 // converged waits for every member of the plan on new material, settled.

@@ -31,8 +31,9 @@ type Plan struct {
 	// SLA, when set, is the time the whole rotation must fit in, checked
 	// against the budget before anything is touched.
 	SLA time.Duration `yaml:"sla" json:"sla,omitempty"`
-	// OnGateFailure is pause or abort; empty lets the caller decide
-	// (the CLI pauses on a terminal, aborts otherwise).
+	// OnGateFailure is pause or stop (abort: an older name of stop); empty
+	// lets the caller decide (the CLI pauses on a terminal, stops
+	// otherwise). Neither rolls anything back.
 	OnGateFailure GateAction `yaml:"on_gate_failure" json:"on_gate_failure,omitempty"`
 	// Parallel rolls the workloads at the same time, each with its own
 	// waves; otherwise one after the other in plan order.
@@ -224,7 +225,12 @@ const (
 	// GatePause stops and waits for an operator; left alone, the run ends
 	// with ErrPaused (exit 4) and can be resumed or aborted.
 	GatePause GateAction = "pause"
-	// GateAbort stops the rotation with ErrGateFailed (exit 1).
+	// GateStop ends the run with ErrGateFailed (exit 1). Nothing is
+	// rolled back: the rotation stays in progress, trust at old+new, to
+	// be resumed or aborted (natscert rotate resume, abort).
+	GateStop GateAction = "stop"
+	// GateAbort is GateStop by its older name, still accepted: it
+	// stops the run and rolls nothing back.
 	GateAbort GateAction = "abort"
 )
 
@@ -461,9 +467,9 @@ func (p *Plan) Validate() error {
 		return bad("name", "required")
 	}
 	switch p.OnGateFailure {
-	case "", GatePause, GateAbort:
+	case "", GatePause, GateStop, GateAbort:
 	default:
-		return bad("on_gate_failure", "%q is not one of pause, abort", p.OnGateFailure)
+		return bad("on_gate_failure", "%q is not one of pause, stop", p.OnGateFailure)
 	}
 	if p.SLA < 0 {
 		return bad("sla", "negative")

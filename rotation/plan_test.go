@@ -68,6 +68,12 @@ workloads:
 	if _, err := ParsePlan(strings.NewReader(base)); err != nil {
 		t.Fatalf("base plan: %v", err)
 	}
+	// abort: the older name of stop, still accepted.
+	for _, a := range []string{"stop", "abort", "pause"} {
+		if _, err := ParsePlan(strings.NewReader(strings.Replace(base, "name: x", "name: x\non_gate_failure: "+a, 1))); err != nil {
+			t.Errorf("on_gate_failure %s: %v", a, err)
+		}
+	}
 }
 
 // A server CA rotation names what it needs: server_certs with routes,

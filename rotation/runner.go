@@ -53,7 +53,7 @@ func WithTarget(workload string, t Target) Option {
 func WithEvents(fn func(Event)) Option { return func(r *Runner) { r.onEvent = fn } }
 
 // WithGateFailure decides what a failed gate does; by default the plan's
-// on_gate_failure (abort when unset). fn is never called by two
+// on_gate_failure (stop when unset). fn is never called by two
 // workloads at once: with parallel workloads the others wait, so fn may
 // prompt an operator.
 func WithGateFailure(fn func(context.Context, GateFailure) GateDecision) Option {
@@ -285,8 +285,6 @@ func (r *Runner) finish(err error, done string) {
 		res.Outcome = "paused"
 	case errors.Is(err, ErrInterrupted):
 		res.Outcome = "interrupted"
-	case errors.Is(err, ErrAborted):
-		res.Outcome = "aborted"
 	}
 	if err != nil {
 		res.Error = err.Error()

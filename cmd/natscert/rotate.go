@@ -43,9 +43,9 @@ completed restart, and "abort" (before revoke) restores the old trust and
 material (and, before the old server CA leaves the members' roots, the
 servers' old certificates and the members' old roots).
 
-Exit codes: 0 rotated and proven; 1 a gate or phase did not hold (or the
-rotation was aborted on a failed gate); 2 unreadable plan; 3 something could
-not be observed; 4 paused or interrupted: resume or abort.`,
+Exit codes: 0 rotated and proven; 1 a gate or phase did not hold and the run
+stopped (nothing is rolled back: resume or abort); 2 unreadable plan; 3
+something could not be observed; 4 paused or interrupted: resume or abort.`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			return usageError("rotate: name a subcommand: plan, run, resume or abort")
@@ -139,10 +139,10 @@ func newRotateRunCmd(verb string) *cobra.Command {
 			}
 			switch rotation.GateAction(f.onGate) {
 			case "":
-			case rotation.GatePause, rotation.GateAbort:
+			case rotation.GatePause, rotation.GateStop, rotation.GateAbort:
 				p.OnGateFailure = rotation.GateAction(f.onGate)
 			default:
-				return usageError("rotate: --on-gate-failure %q: want pause or abort", f.onGate)
+				return usageError("rotate: --on-gate-failure %q: want pause or stop", f.onGate)
 			}
 			r, err := newRotateRunner(cmd, p, f)
 			if err != nil {
@@ -159,7 +159,7 @@ func newRotateRunCmd(verb string) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&f.file, "file", "f", "", "plan file (YAML)")
 	cmd.Flags().StringVar(&f.out, "out", "", "write report.json and report.html into this directory")
-	cmd.Flags().StringVar(&f.onGate, "on-gate-failure", "", "pause or abort; default: the plan's, else pause on a terminal and abort otherwise")
+	cmd.Flags().StringVar(&f.onGate, "on-gate-failure", "", "pause or stop (abort: an older name of stop; neither rolls back); default: the plan's, else pause on a terminal and stop otherwise")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print events as JSON lines, then the result")
 	return cmd
 }
@@ -209,7 +209,7 @@ func newRotateRunner(cmd *cobra.Command, p *rotation.Plan, f rotateFlags) (*rota
 		if interactive {
 			p.OnGateFailure = rotation.GatePause
 		} else {
-			p.OnGateFailure = rotation.GateAbort
+			p.OnGateFailure = rotation.GateStop
 		}
 	}
 	if p.OnGateFailure == rotation.GatePause && interactive {
@@ -228,7 +228,7 @@ func promptGate(in io.Reader, w io.Writer) func(context.Context, rotation.GateFa
 	br := bufio.NewReader(in)
 	return func(ctx context.Context, f rotation.GateFailure) rotation.GateDecision {
 		fmt.Fprintf(w, "\ngate failed: workload %s wave %d: %s\n", f.Workload, f.Wave, f.Reason)
-		fmt.Fprint(w, "[r]etry the gate, [a]bort (exit 1), or [p]ause (exit 4; resume or abort later)? ")
+		fmt.Fprint(w, "[r]etry the gate, [s]top (exit 1), or [p]ause (exit 4)? Neither rolls back: resume or abort later. ")
 		answer := make(chan string, 1)
 		go func() { // ends with the process when the operator never answers
 			s, _ := br.ReadString('\n')
@@ -241,8 +241,8 @@ func promptGate(in io.Reader, w io.Writer) func(context.Context, rotation.GateFa
 			switch s {
 			case "r", "retry":
 				return rotation.DecideRetry
-			case "a", "abort":
-				return rotation.DecideAbort
+			case "s", "stop":
+				return rotation.DecideStop
 			}
 			return rotation.DecidePause
 		}
