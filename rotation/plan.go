@@ -52,8 +52,8 @@ type Plan struct {
 
 // ServerSpec is one nats-server as the plan describes it.
 type ServerSpec struct {
-	// Name identifies the server in events and the report; default: the
-	// server_name the server reports.
+	// Name identifies the server in events, the report and the state
+	// directory; default: the host:port of ClientURL.
 	Name string `yaml:"name" json:"name,omitempty"`
 	// ClientURL is where probes dial, tls://host:port.
 	ClientURL string `yaml:"client_url" json:"client_url"`
