@@ -49,7 +49,7 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
-	est, err := r.plan.Estimate()
+	est, err := r.plan.estimate(len(r.servers))
 	if err != nil {
 		return "", err
 	}

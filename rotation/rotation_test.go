@@ -91,6 +91,11 @@ func TestRotateReloadAndRestart(t *testing.T) {
 	if !res.OK || res.Outcome != "completed" {
 		t.Fatalf("result %+v", res)
 	}
+	// The servers came by WithServers, not the plan: the budget counts them.
+	want, _ := r.plan.estimate(len(f.cluster.Servers))
+	if none, _ := r.plan.Estimate(); res.Budget != want || want == none {
+		t.Errorf("budget %+v, want %+v (plan without servers: %+v)", res.Budget, want, none)
+	}
 	var names []string
 	for _, p := range res.Phases {
 		names = append(names, p.Name)

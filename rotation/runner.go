@@ -396,6 +396,12 @@ func (p *Plan) Schedule() (*Schedule, error) {
 // Estimate is the plan's budget: the workloads' waves one after the other,
 // or the longest workload when they roll in parallel.
 func (p *Plan) Estimate() (budget.Estimate, error) {
+	return p.estimate(len(p.Servers))
+}
+
+// estimate is Estimate for members that know servers server URLs: a
+// runner's servers may come from WithServers, not the plan.
+func (p *Plan) estimate(servers int) (budget.Estimate, error) {
 	var total budget.Estimate
 	for i := range p.Workloads {
 		w := &p.Workloads[i]
@@ -410,7 +416,7 @@ func (p *Plan) Estimate() (budget.Estimate, error) {
 			MaxUnavailable:   w.waveSize(),
 			RestartTime:      restart,
 			Pause:            w.Waves.Pause,
-			Servers:          len(p.Servers),
+			Servers:          servers,
 		})
 		if err != nil {
 			return budget.Estimate{}, fmt.Errorf("rotation: budget of workload %s: %w", w.Name, err)
