@@ -109,6 +109,9 @@ func offlinePlan(t *testing.T, sameCA bool) *Plan {
 	must(t, oldCA.WriteFiles(filepath.Join(dir, "old-ca.pem"), filepath.Join(dir, "old-ca-key.pem")))
 	must(t, newCA.WriteFiles(filepath.Join(dir, "new-ca.pem"), filepath.Join(dir, "new-ca-key.pem")))
 	must(t, os.WriteFile(filepath.Join(dir, "ca_file.pem"), oldCA.CertPEM, 0o644))
+	leaf, err := oldCA.Issue("m1", pki.RoleClient)
+	must(t, err)
+	must(t, leaf.WriteFiles(filepath.Join(dir, "m1.pem"), filepath.Join(dir, "m1-key.pem")))
 	return &Plan{
 		Name: "offline", Dir: dir,
 		Servers: []ServerSpec{{ClientURL: "tls://127.0.0.1:1", MonitorURL: "http://127.0.0.1:1", CAFile: "ca_file.pem",
@@ -163,5 +166,26 @@ func TestStateDirLocked(t *testing.T) {
 	}
 	if _, err := other.Abort(ctx); !errors.Is(err, ErrNotResumable) {
 		t.Errorf("abort after the run returned: %v, want ErrNotResumable (lock free, nothing begun)", err)
+	}
+}
+
+// A member whose current key pair cannot be read (a remote file) has no
+// backup, so abort could not restore it: preflight refuses unless the
+// plan gives it (old).
+func TestPreflightNeedsOldPair(t *testing.T) {
+	p := offlinePlan(t, false)
+	must(t, os.Rename(filepath.Join(p.Dir, "m1.pem"), filepath.Join(p.Dir, "m1-old.pem")))
+	must(t, os.Rename(filepath.Join(p.Dir, "m1-key.pem"), filepath.Join(p.Dir, "m1-old-key.pem")))
+	ctx := testContext(t)
+	r, err := New(p)
+	must(t, err)
+	if _, err := r.Run(ctx); !errors.Is(err, ErrPlan) || !strings.Contains(err.Error(), "key pair of m1") {
+		t.Fatalf("run: %v, want ErrPlan naming m1's key pair", err)
+	}
+	p.Workloads[0].Members[0].Old = KeyPair{Cert: "m1-old.pem", Key: "m1-old-key.pem"}
+	r, err = New(p)
+	must(t, err)
+	if _, err := r.Run(ctx); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("run with old given: %v, want preflight past the material (ErrIncomplete: no server answers)", err)
 	}
 }

@@ -49,6 +49,23 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 			return "", err
 		}
 	}
+	// A member whose current key pair was neither given (old) nor read
+	// from its files (remote, unreadable) has no backup: abort could not
+	// put it back. Refused before a rotation begins; a resumed one is
+	// past that choice and is only told.
+	var unbacked []string
+	for _, m := range mat.members {
+		if m.oldFiles == nil || len(m.oldFiles.KeyPEM) == 0 {
+			unbacked = append(unbacked, m.Name)
+		}
+	}
+	var noBackup string
+	if len(unbacked) > 0 {
+		noBackup = fmt.Sprintf("no copy of the current key pair of %s (cert_file and key_file cannot be read here): abort could not restore it; give members[].old.cert and old.key", strings.Join(unbacked, ", "))
+		if r.j.State("rotation") == "" {
+			return "", fmt.Errorf("rotation: %w: %s", ErrPlan, noBackup)
+		}
+	}
 	est, err := r.plan.estimate(len(r.servers))
 	if err != nil {
 		return "", err
@@ -104,6 +121,9 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 	}
 	if len(mat.findings) > 0 {
 		obs += "; material: " + strings.Join(mat.findings, "; ")
+	}
+	if noBackup != "" {
+		obs += "; " + noBackup
 	}
 	if m := r.plan.Material; m.NewServerCA != "" {
 		obs += fmt.Sprintf("; server CA rotation: members' roots gain %s, lose %s; routes: %s",
