@@ -130,19 +130,30 @@ func (r *Runner) preflight(ctx context.Context) (string, error) {
 			shortAll(mat.newServerFPs), shortAll(mat.oldServerFPs), m.ServerCerts.Routes)
 	}
 	if mat.pinned {
-		// Said before anything is touched: revoke drops every unpinned leaf.
 		obs += "; same client CA: old leaves will be revoked by pinned_certs"
-		if st, err := r.look(ctx, mat.members); err == nil {
-			var others []string
-			for i := range st.Connections {
-				if c := &st.Connections[i]; r.stale(c) && r.memberOf(c) == nil {
-					others = append(others, fmt.Sprintf("%s %s on %s", or(c.Name, "(no name)"), short(c.SPKISHA256), c.Server))
-				}
+	}
+	// Said before anything is touched, as a warning: clients of the
+	// servers that are no member of the plan are not rotated. With
+	// pinned_certs revoke drops each whose leaf is not pinned; with a new
+	// CA, fleet cannot tell their leaves' CA (they show as unknown), and
+	// any on the old one is refused at its next reconnect after revoke.
+	if st, err := r.look(ctx, mat.members); err == nil {
+		var others []string
+		for i := range st.Connections {
+			c := &st.Connections[i]
+			if c.System || r.memberOf(c) != nil || mat.pinned && !r.stale(c) {
+				continue
 			}
-			if len(others) > 0 {
-				obs += fmt.Sprintf("; %d connection(s) of no member will be dropped at revoke (list them in material.pinned to keep them): %s",
-					len(others), strings.Join(others, ", "))
-			}
+			others = append(others, fmt.Sprintf("%s %s on %s", or(c.Name, "(no name)"), short(c.SPKISHA256), c.Server))
+		}
+		switch {
+		case len(others) == 0:
+		case mat.pinned:
+			obs += fmt.Sprintf("; warning: %d connection(s) of no member will be dropped at revoke (list them in material.pinned to keep them): %s",
+				len(others), strings.Join(others, ", "))
+		default:
+			obs += fmt.Sprintf("; warning: %d connection(s) of no member, not rotated: any on a leaf of the old client CA is refused at its next reconnect after revoke: %s",
+				len(others), strings.Join(others, ", "))
 		}
 	}
 	return obs, nil

@@ -586,3 +586,28 @@ func TestServerGoneDuringTrustWatchIsIncomplete(t *testing.T) {
 		t.Errorf("last phase %+v", last)
 	}
 }
+
+// A client of the servers that is no member of the plan is not rotated:
+// preflight names it, as a warning, before anything is touched.
+func TestPreflightWarnsOfNonMembers(t *testing.T) {
+	f := newFixture(t, 1)
+	f.addClient("api-1", "api-1", false)
+	f.addClient("mon", "monitoring", false)
+	ctx, cancel := context.WithCancel(testContext(t))
+	defer cancel()
+	var observed string
+	hook := func(e Event) {
+		if e.Kind == PhaseEnded && e.Phase == PhasePreflight {
+			observed = e.Detail
+			cancel() // nothing past preflight is needed
+		}
+	}
+	r, err := New(f.plan([]string{"api-1"}, nil), WithServers(f.servers()...), WithEvents(hook), WithPollInterval(100*time.Millisecond))
+	must(t, err)
+	if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("Run: %v, want ErrInterrupted", err)
+	}
+	if !strings.Contains(observed, "warning: 1 connection(s) of no member") || !strings.Contains(observed, "monitoring") || strings.Contains(observed, "api-1 ") {
+		t.Errorf("preflight observed %q, want a warning naming monitoring only", observed)
+	}
+}
