@@ -706,6 +706,12 @@ func (p *Plan) path(name string) string {
 	return filepath.Join(p.Dir, name)
 }
 
+// StateDirPath is where the journal, backups and minted material live:
+// StateDir resolved against the plan file's directory, or
+// .natscert-<name> beside it. `natscert rotate` writes its report there
+// unless told otherwise.
+func (p *Plan) StateDirPath() string { return p.stateDir() }
+
 // stateDir is where the journal, backups and minted material live.
 func (p *Plan) stateDir() string {
 	if p.StateDir != "" {

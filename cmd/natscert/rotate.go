@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -158,7 +159,7 @@ func newRotateRunCmd(verb string) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&f.file, "file", "f", "", "plan file (YAML)")
-	cmd.Flags().StringVar(&f.out, "out", "", "write report.json and report.html into this directory")
+	cmd.Flags().StringVar(&f.out, "out", "", "write report.json and report.html into this directory (default: the plan's state directory)")
 	cmd.Flags().StringVar(&f.onGate, "on-gate-failure", "", "pause or stop (abort: an older name of stop; neither rolls back); default: the plan's, else pause on a terminal and stop otherwise")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print events as JSON lines, then the result")
 	return cmd
@@ -184,7 +185,7 @@ func newRotateAbortCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&f.file, "file", "f", "", "plan file (YAML)")
-	cmd.Flags().StringVar(&f.out, "out", "", "write report.json and report.html into this directory")
+	cmd.Flags().StringVar(&f.out, "out", "", "write report.json and report.html into this directory (default: the plan's state directory)")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print events as JSON lines, then the result")
 	return cmd
 }
@@ -291,10 +292,14 @@ func finishRotation(cmd *cobra.Command, p *rotation.Plan, f rotateFlags, res *ro
 				fmt.Fprintf(out, "  proof %s: old %s, new %s, ok=%v\n", pr.Server, pr.Old.Outcome, pr.New.Outcome, pr.OK)
 			}
 		}
-		if f.out != "" {
-			if werr := report.WriteFiles(f.out, rotationReport(p, res)); werr != nil {
-				fmt.Fprintln(cmd.ErrOrStderr(), "natscert:", werr)
-			}
+		dir := f.out
+		if dir == "" {
+			dir = p.StateDirPath()
+		}
+		if werr := report.WriteFiles(dir, rotationReport(p, res)); werr != nil {
+			fmt.Fprintln(cmd.ErrOrStderr(), "natscert:", werr)
+		} else if !f.asJSON {
+			fmt.Fprintf(out, "report: %s\n", filepath.Join(dir, report.HTMLFile))
 		}
 	}
 	if err == nil {
