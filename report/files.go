@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/natscert/natscert/pki"
 )
 
 // File names WriteFiles writes in its directory.
@@ -47,27 +49,11 @@ func WriteHTMLFile(path string, r *Report) error {
 	return writeFileAtomic(path, page.Bytes())
 }
 
-// writeFileAtomic writes b to a temporary file next to path and renames it
-// over path.
+// writeFileAtomic writes a report file through pki.WriteFileAtomic (temp
+// file, sync, rename), so a reader never sees half a report.
 func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("report: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("report: write %s: %w", path, err)
+	if err := pki.WriteFileAtomic(path, b, 0o644); err != nil {
+		return fmt.Errorf("report: %w", err)
 	}
 	return nil
 }
