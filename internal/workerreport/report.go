@@ -17,6 +17,7 @@ import (
 
 	"github.com/natscert/natscert/bus"
 	"github.com/natscert/natscert/internal/seqledger"
+	"github.com/natscert/natscert/pki"
 )
 
 // Report is one worker process's account of its run.
@@ -45,11 +46,7 @@ func Write(path string, r Report) error {
 	if err != nil {
 		return fmt.Errorf("workerreport: %w", err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return fmt.Errorf("workerreport: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := pki.WriteFileAtomic(path, data, 0o644); err != nil {
 		return fmt.Errorf("workerreport: %w", err)
 	}
 	return nil
